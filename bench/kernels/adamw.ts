@@ -1,0 +1,6 @@
+/** Bench cases for the adamw family (to be implemented). */
+import { BenchCase } from '../harness';
+
+export function adamwCases(): BenchCase[] {
+  return [];
+}

@@ -1,0 +1,6 @@
+/** Bench cases for the attention family (to be implemented). */
+import { BenchCase } from '../harness';
+
+export function attentionCases(): BenchCase[] {
+  return [];
+}

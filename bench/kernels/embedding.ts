@@ -1,0 +1,6 @@
+/** Bench cases for the embedding family (to be implemented). */
+import { BenchCase } from '../harness';
+
+export function embeddingCases(): BenchCase[] {
+  return [];
+}

@@ -1,0 +1,6 @@
+/** Bench cases for the moe family (to be implemented). */
+import { BenchCase } from '../harness';
+
+export function moeCases(): BenchCase[] {
+  return [];
+}

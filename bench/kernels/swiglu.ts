@@ -1,0 +1,6 @@
+/** Bench cases for the swiglu family (to be implemented). */
+import { BenchCase } from '../harness';
+
+export function swigluCases(): BenchCase[] {
+  return [];
+}

@@ -1,0 +1,126 @@
+/**
+ * `npm run bench -- [--suite kernels|all] [--json] [--out DIR] [--filter TEXT]`
+ * Measures the ceilings, runs the suite, prints a table (stderr when --json), writes
+ * results.json and results.md into DIR (default bench/out), and with --json prints the
+ * DESIGN.md §7 bench object on stdout.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { backendInfo } from '../lib';
+import { CaseResult, measureCeilings, runCase, BenchCase } from './harness';
+import { kernelCases } from './kernels';
+
+interface Options {
+  suite: string;
+  json: boolean;
+  out: string;
+  filter?: string;
+}
+
+const SUITES = ['kernels', 'all'];
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { suite: 'all', json: false, out: path.join('bench', 'out') };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--json') o.json = true;
+    else if (a === '--suite') o.suite = argv[++i];
+    else if (a === '--out') o.out = argv[++i];
+    else if (a === '--filter') o.filter = argv[++i];
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write('usage: bench [--suite kernels|all] [--json] [--out DIR] [--filter TEXT]\n');
+      process.exit(0);
+    } else {
+      process.stderr.write(`bench: unknown option '${a}' (see --help)\n`);
+      process.exit(2);
+    }
+  }
+  if (!SUITES.includes(o.suite)) {
+    process.stderr.write(`bench: --suite expected one of ${SUITES.join(', ')}, received '${o.suite}'\n`);
+    process.exit(2);
+  }
+  return o;
+}
+
+export function machineDescription() {
+  const info = backendInfo();
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    threads: info.threads,
+    simd: info.simd,
+    blas: info.blas,
+    node: process.version,
+    version: info.version,
+  };
+}
+
+function fmt(n: number, digits = 2): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : String(n);
+}
+
+export function markdownTable(results: CaseResult[]): string {
+  const lines = ['| case | time (ms) | rate | fraction of ceiling | target | met |', '|---|---:|---:|---:|---:|:-:|'];
+  for (const r of results) {
+    const met = r.target === undefined ? '' : r.fraction >= r.target ? 'yes' : '**no**';
+    lines.push(
+      `| ${r.name} | ${fmt(r.seconds * 1e3, 3)} | ${fmt(r.value, 1)} ${r.unit} | ${fmt(r.fraction * 100, 1)}% | ${r.target === undefined ? '' : fmt(r.target * 100, 0) + '%'} | ${met} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  const log = (s: string) => (opts.json ? process.stderr : process.stdout).write(s + '\n');
+  const machine = machineDescription();
+  log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.threads} threads, ${machine.simd}`);
+  log('measuring ceilings (256 MiB copy, sgemm 2048³)…');
+  const ceilings = measureCeilings();
+  log(`ceilings: copy ${fmt(ceilings.copyGBps)} GB/s, sgemm ${fmt(ceilings.gemmGFLOPS, 1)} GFLOP/s`);
+  let cases: BenchCase[] = [];
+  if (opts.suite === 'kernels' || opts.suite === 'all') cases = cases.concat(kernelCases());
+  if (opts.filter) cases = cases.filter((c) => c.name.includes(opts.filter!));
+  const results: CaseResult[] = [];
+  for (const c of cases) {
+    const r = runCase(c, ceilings);
+    results.push(r);
+    log(`  ${r.name.padEnd(56)} ${fmt(r.value, 1).padStart(8)} ${r.unit.padEnd(7)} ${fmt(r.fraction * 100, 1).padStart(6)}%`);
+  }
+  const report = {
+    machine,
+    ceilings,
+    cases: results.map((r) => ({ suite: r.suite, name: r.name, value: r.value, unit: r.unit, fraction: r.fraction, ...(r.target !== undefined ? { target: r.target } : {}), seconds: r.seconds })),
+  };
+  fs.mkdirSync(opts.out, { recursive: true });
+  const cmd = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+  const md = [
+    `# Bench: ${opts.suite}`,
+    '',
+    `Command: \`${cmd}\``,
+    '',
+    `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.threads} threads, SIMD ${machine.simd}, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.blas}`,
+    '',
+    `Ceilings (same run): copy ${fmt(ceilings.copyGBps)} GB/s (read+write), sgemm 2048³ ${fmt(ceilings.gemmGFLOPS, 1)} GFLOP/s`,
+    '',
+    markdownTable(results),
+    '',
+  ].join('\n');
+  writeAtomic(path.join(opts.out, 'results.json'), JSON.stringify(report, null, 2) + '\n');
+  writeAtomic(path.join(opts.out, 'results.md'), md);
+  if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
+  else log(`\nwrote ${path.join(opts.out, 'results.md')}`);
+}
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench: ${(e as Error).message}\n`);
+  process.exit(1);
+});

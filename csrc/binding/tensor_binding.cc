@@ -1,0 +1,140 @@
+// Native tensor storage exposed to JS: allocate, free, copy in/out of typed arrays,
+// copy between tensors, and the runtime facts of backendInfo().
+#include <cstring>
+#include <string>
+
+#include "args.h"
+#include "registry.h"
+#include "rt_ops.h"
+
+namespace rtb {
+namespace {
+
+constexpr int64_t kMaxBytes = int64_t(1) << 46;
+
+void finalize_storage(Napi::Env, Storage* s) {
+  if (s->data) rt_free(s->data, s->bytes);
+  s->data = nullptr;
+  s->magic = 0;
+  delete s;
+}
+
+Napi::Value TensorAlloc(const Napi::CallbackInfo& info) {
+  Args a(info, "tensor_alloc", 2);
+  int64_t numel = a.int64(0, "numel", 0, kMaxBytes / 4);
+  auto dtype = static_cast<rt_dtype>(a.int64(1, "dtype", 0, 2));
+  size_t bytes = static_cast<size_t>(numel) * rt_dtype_size(dtype);
+  void* data = rt_alloc(bytes);
+  if (!data)
+    throw_error(info.Env(), "Error", "RT_ERR_NOMEM",
+                "tensor_alloc: could not allocate " + std::to_string(bytes) + " bytes");
+  auto* s = new Storage{kStorageMagic, data, bytes, numel, dtype};
+  return Napi::External<Storage>::New(info.Env(), s, finalize_storage);
+}
+
+Napi::Value TensorFree(const Napi::CallbackInfo& info) {
+  Args a(info, "tensor_free", 1);
+  Storage* s = a.storage(0, "tensor");
+  rt_free(s->data, s->bytes);
+  s->data = nullptr;
+  return info.Env().Undefined();
+}
+
+Napi::Value CopyTyped(const Napi::CallbackInfo& info, bool write) {
+  const char* op = write ? "tensor_write" : "tensor_read";
+  Args a(info, op, 3);
+  Storage* s = a.storage(0, "tensor");
+  if (!info[1].IsTypedArray())
+    throw_error(info.Env(), "TypeError", "RT_ERR_ARG", std::string(op) + ": 'array' expected a typed array");
+  Napi::TypedArray arr = info[1].As<Napi::TypedArray>();
+  napi_typedarray_type want = s->dtype == RT_F32 ? napi_float32_array : s->dtype == RT_I32 ? napi_int32_array : napi_uint16_array;
+  const char* want_name = s->dtype == RT_F32 ? "Float32Array" : s->dtype == RT_I32 ? "Int32Array" : "Uint16Array";
+  if (arr.TypedArrayType() != want)
+    throw_error(info.Env(), "TypeError", "RT_ERR_DTYPE",
+                std::string(op) + ": a " + rt_dtype_name(s->dtype) + " tensor expects a " + want_name);
+  int64_t offset = a.int64(2, "offset", 0, s->numel);
+  int64_t count = static_cast<int64_t>(arr.ElementLength());
+  if (offset + count > s->numel)
+    throw_error(info.Env(), "RangeError", "RT_ERR_SHAPE",
+                std::string(op) + ": " + std::to_string(count) + " elements at offset " + std::to_string(offset) +
+                    " exceed the tensor's " + std::to_string(s->numel) + " elements");
+  size_t esz = rt_dtype_size(s->dtype);
+  auto* base = static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+  auto* dst = static_cast<uint8_t*>(s->data) + offset * esz;
+  if (write)
+    std::memcpy(dst, base, count * esz);
+  else
+    std::memcpy(base, dst, count * esz);
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorWrite(const Napi::CallbackInfo& info) { return CopyTyped(info, true); }
+Napi::Value TensorRead(const Napi::CallbackInfo& info) { return CopyTyped(info, false); }
+
+// tensor_copy(dst, src, dstOffset, srcOffset, count): element copy between tensors of one dtype.
+Napi::Value TensorCopy(const Napi::CallbackInfo& info) {
+  Args a(info, "tensor_copy", 5);
+  Storage* dst = a.storage(0, "dst");
+  Storage* src = a.storage(1, "src");
+  if (dst->dtype != src->dtype)
+    throw_error(info.Env(), "TypeError", "RT_ERR_DTYPE",
+                std::string("tensor_copy: dst is ") + rt_dtype_name(dst->dtype) + " but src is " + rt_dtype_name(src->dtype));
+  int64_t doff = a.int64(2, "dstOffset", 0, dst->numel);
+  int64_t soff = a.int64(3, "srcOffset", 0, src->numel);
+  int64_t count = a.int64(4, "count", 0, kMaxBytes);
+  if (doff + count > dst->numel || soff + count > src->numel)
+    throw_error(info.Env(), "RangeError", "RT_ERR_SHAPE",
+                "tensor_copy: " + std::to_string(count) + " elements do not fit (dst " + std::to_string(dst->numel) +
+                    " at " + std::to_string(doff) + ", src " + std::to_string(src->numel) + " at " + std::to_string(soff) + ")");
+  size_t esz = rt_dtype_size(dst->dtype);
+  check_status(info.Env(), rt_copy_bytes(static_cast<uint8_t*>(dst->data) + doff * esz,
+                                         static_cast<uint8_t*>(src->data) + soff * esz, count * esz));
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorInfo(const Napi::CallbackInfo& info) {
+  Args a(info, "tensor_info", 1);
+  if (!info[0].IsExternal()) throw_error(info.Env(), "TypeError", "RT_ERR_ARG", "tensor_info: expected a tensor handle");
+  auto* s = info[0].As<Napi::External<Storage>>().Data();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("numel", Napi::Number::New(info.Env(), static_cast<double>(s->numel)));
+  o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(s->bytes)));
+  o.Set("dtype", Napi::Number::New(info.Env(), s->dtype));
+  o.Set("disposed", Napi::Boolean::New(info.Env(), s->data == nullptr));
+  return o;
+}
+
+Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("threads", Napi::Number::New(env, rt_num_threads()));
+  o.Set("simd", Napi::String::New(env, rt_simd_level()));
+  o.Set("blas", Napi::String::New(env, rt_blas_info()));
+  o.Set("allocatedBytes", Napi::Number::New(env, static_cast<double>(rt_allocated_bytes())));
+  o.Set("peakBytes", Napi::Number::New(env, static_cast<double>(rt_peak_bytes())));
+  o.Set("cuda", Napi::Boolean::New(env, rt_cuda_available() != 0));
+  o.Set("cudaDevices", Napi::Number::New(env, rt_cuda_device_count()));
+  o.Set("liveBuffers", Napi::Number::New(env, static_cast<double>(rt_live_buffers())));
+  return o;
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  Args a(info, "set_num_threads", 1);
+  rt_set_num_threads(static_cast<int>(a.int64(0, "threads", 1, 1024)));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void register_tensor(Napi::Env env, Napi::Object exports) {
+  exports.Set("tensor_alloc", Napi::Function::New(env, TensorAlloc));
+  exports.Set("tensor_free", Napi::Function::New(env, TensorFree));
+  exports.Set("tensor_write", Napi::Function::New(env, TensorWrite));
+  exports.Set("tensor_read", Napi::Function::New(env, TensorRead));
+  exports.Set("tensor_copy", Napi::Function::New(env, TensorCopy));
+  exports.Set("tensor_info", Napi::Function::New(env, TensorInfo));
+  exports.Set("runtime_info", Napi::Function::New(env, RuntimeInfo));
+  exports.Set("set_num_threads", Napi::Function::New(env, SetNumThreads));
+}
+
+}  // namespace rtb

@@ -1,0 +1,2 @@
+/** adamw ops (to be implemented). */
+export {};

@@ -1,0 +1,2 @@
+/** attention ops (to be implemented). */
+export {};

@@ -1,0 +1,2 @@
+/** cross_entropy ops (to be implemented). */
+export {};

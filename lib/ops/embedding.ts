@@ -1,0 +1,2 @@
+/** embedding ops (to be implemented). */
+export {};

@@ -1,0 +1,2 @@
+/** gather_scatter ops (to be implemented). */
+export {};

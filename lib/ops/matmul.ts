@@ -1,0 +1,2 @@
+/** matmul ops (to be implemented). */
+export {};

@@ -1,0 +1,2 @@
+/** moe ops (to be implemented). */
+export {};

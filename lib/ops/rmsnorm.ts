@@ -1,0 +1,2 @@
+/** rmsnorm ops (to be implemented). */
+export {};

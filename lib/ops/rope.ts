@@ -1,0 +1,2 @@
+/** rope ops (to be implemented). */
+export {};

@@ -1,0 +1,2 @@
+/** router ops (to be implemented). */
+export {};

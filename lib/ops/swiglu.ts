@@ -1,0 +1,2 @@
+/** swiglu ops (to be implemented). */
+export {};
