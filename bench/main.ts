@@ -16,9 +16,21 @@ interface Options {
   json: boolean;
   out: string;
   filter?: string;
+  help?: boolean;
 }
 
+export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|all] [--json] [--out DIR] [--filter TEXT]
+
+Measures the machine's ceilings (large copy, sgemm 2048³) and the suite's cases in one run.
+  --suite S     kernels | all (default all)
+  --json        print the result object (DESIGN.md §7) on stdout; the table goes to stderr
+  --out DIR     write results.json and results.md there (default bench/out)
+  --filter TEXT only cases whose name contains TEXT
+`;
+
 const SUITES = ['kernels', 'all'];
+
+class UsageError extends Error {}
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { suite: 'all', json: false, out: path.join('bench', 'out') };
@@ -28,18 +40,12 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--suite') o.suite = argv[++i];
     else if (a === '--out') o.out = argv[++i];
     else if (a === '--filter') o.filter = argv[++i];
-    else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: bench [--suite kernels|all] [--json] [--out DIR] [--filter TEXT]\n');
-      process.exit(0);
-    } else {
-      process.stderr.write(`bench: unknown option '${a}' (see --help)\n`);
-      process.exit(2);
-    }
+    else if (a === '--help' || a === '-h') o.help = true;
+    else throw new UsageError(`bench: unknown option '${a}' (see --help)`);
   }
-  if (!SUITES.includes(o.suite)) {
-    process.stderr.write(`bench: --suite expected one of ${SUITES.join(', ')}, received '${o.suite}'\n`);
-    process.exit(2);
-  }
+  if (!SUITES.includes(o.suite)) throw new UsageError(`bench: --suite expected one of ${SUITES.join(', ')}, received '${o.suite}'`);
+  for (const [k, v] of Object.entries({ out: o.out, suite: o.suite }))
+    if (v === undefined || v.startsWith('--')) throw new UsageError(`bench: --${k} expects a value`);
   return o;
 }
 
@@ -72,8 +78,22 @@ export function markdownTable(results: CaseResult[]): string {
   return lines.join('\n');
 }
 
-async function main(): Promise<void> {
-  const opts = parseArgs(process.argv.slice(2));
+/** Runs the bench CLI; returns the exit code (0 ok, 1 failure, 2 bad usage). */
+export async function runBench(argv: string[]): Promise<number> {
+  let opts: Options;
+  try {
+    opts = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(e.message + '\n');
+      return 2;
+    }
+    throw e;
+  }
+  if (opts.help) {
+    process.stdout.write(BENCH_USAGE);
+    return 0;
+  }
   const log = (s: string) => (opts.json ? process.stderr : process.stdout).write(s + '\n');
   const machine = machineDescription();
   log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.threads} threads, ${machine.simd}`);
@@ -95,7 +115,7 @@ async function main(): Promise<void> {
     cases: results.map((r) => ({ suite: r.suite, name: r.name, value: r.value, unit: r.unit, fraction: r.fraction, ...(r.target !== undefined ? { target: r.target } : {}), seconds: r.seconds })),
   };
   fs.mkdirSync(opts.out, { recursive: true });
-  const cmd = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+  const cmd = `npm run bench -- ${argv.join(' ')}`.trim();
   const md = [
     `# Bench: ${opts.suite}`,
     '',
@@ -112,6 +132,7 @@ async function main(): Promise<void> {
   writeAtomic(path.join(opts.out, 'results.md'), md);
   if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
   else log(`\nwrote ${path.join(opts.out, 'results.md')}`);
+  return 0;
 }
 
 function writeAtomic(file: string, text: string): void {
@@ -120,7 +141,12 @@ function writeAtomic(file: string, text: string): void {
   fs.renameSync(tmp, file);
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench: ${(e as Error).message}\n`);
-  process.exit(1);
-});
+if (require.main === module) {
+  runBench(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`bench: ${(e as Error).message}\n`);
+      process.exit(1);
+    },
+  );
+}
