@@ -32,7 +32,9 @@ class Pool {
     stop();
     n_threads_ = n;
     stopping_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { worker(i); });
+    // New workers start from the current generation, or they would run a stale job.
+    uint64_t current = generation_;
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, current] { worker(i, current); });
   }
 
   void run(int64_t n_chunks, const std::function<void(int64_t)>& chunk_fn) {
@@ -64,8 +66,7 @@ class Pool {
     t_in_parallel = false;
   }
 
-  void worker(int index) {
-    uint64_t seen = 0;
+  void worker(int index, uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
