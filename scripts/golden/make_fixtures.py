@@ -41,7 +41,8 @@ FAMILIES = {
         rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                           original_max_position_embeddings=64),
         tie_word_embeddings=True)),
-    "mistral": dict(cls="MistralForCausalLM", cfg="MistralConfig", extra=dict(sliding_window=8, head_dim=16)),
+    "mistral": dict(cls="MistralForCausalLM", cfg="MistralConfig", extra=dict(sliding_window=8, head_dim=16),
+                    legacy_keys=True),
     "qwen2": dict(cls="Qwen2ForCausalLM", cfg="Qwen2Config", extra=dict()),
     "qwen3": dict(cls="Qwen3ForCausalLM", cfg="Qwen3Config", extra=dict(head_dim=24)),
     "mixtral": dict(cls="MixtralForCausalLM", cfg="MixtralConfig", extra=dict(
@@ -53,7 +54,7 @@ FAMILIES = {
         norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[])),
     "qwen3_moe": dict(cls="Qwen3MoeForCausalLM", cfg="Qwen3MoeConfig", extra=dict(
         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48, norm_topk_prob=True,
-        decoder_sparse_step=1, mlp_only_layers=[], head_dim=16)),
+        decoder_sparse_step=1, mlp_only_layers=[], head_dim=16), fused_copy=True),
 }
 
 PROMPTS = [
@@ -111,6 +112,30 @@ def make_family(name, spec, out_root, dtype):
         model = model.to(torch.bfloat16)
     model.save_pretrained(path, safe_serialization=True)
     make_tokenizer(path)
+    if spec.get("legacy_keys"):
+        # transformers 4.x wrote rope_theta / rope_scaling at the top level: most published
+        # checkpoints carry those keys, so one fixture uses them.
+        cfg_path = os.path.join(path, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        rope = cfg.pop("rope_parameters")
+        cfg["rope_theta"] = rope.pop("rope_theta")
+        if rope.get("rope_type", "default") != "default":
+            cfg["rope_scaling"] = rope
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=2)
+    if spec.get("fused_copy"):
+        # transformers 5.x holds experts fused in memory (experts.gate_up_proj [E, 2I, C],
+        # experts.down_proj [E, C, I]); checkpoints saved without the per-expert conversion
+        # carry that layout. A second folder stores the same model that way.
+        fused = path + "-fused"
+        shutil.rmtree(fused, ignore_errors=True)
+        shutil.copytree(path, fused)
+        os.remove(os.path.join(fused, "model.safetensors"))
+        from safetensors.torch import save_file
+        sd = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight" or not config.tie_word_embeddings}
+        assert any("gate_up_proj" in k for k in sd), "expected fused expert weights in memory"
+        save_file(sd, os.path.join(fused, "model.safetensors"), metadata={"format": "pt"})
     model = model.float()
     golden = {"family": name, "dtype": dtype, "transformers": transformers.__version__, "torch": torch.__version__,
               "vocab": VOCAB, "prompts": []}
@@ -131,6 +156,10 @@ def make_family(name, spec, out_root, dtype):
         golden["greedy"] = {"ids": PROMPTS[0], "maxNewTokens": 8, "tokens": gen[0].tolist()[len(PROMPTS[0]):]}
     with open(os.path.join(path, "golden.json"), "w") as f:
         json.dump(golden, f)
+    if spec.get("fused_copy"):
+        with open(os.path.join(path + "-fused", "golden.json"), "w") as f:
+            json.dump(golden, f)
+        os.remove(os.path.join(path + "-fused", "generation_config.json")) if os.path.exists(os.path.join(path + "-fused", "generation_config.json")) else None
     size = sum(os.path.getsize(os.path.join(path, x)) for x in os.listdir(path))
     print(f"{tag}: {size / 1024:.0f} KiB, params {sum(p.numel() for p in model.parameters())}")
 
@@ -145,7 +174,8 @@ def main():
         if args.only and name not in args.only.split(","):
             continue
         make_family(name, spec, args.out, "float32")
-    make_family("llama", FAMILIES["llama"], args.out, "bfloat16")
+    if not args.only or "llama" in args.only:
+        make_family("llama", FAMILIES["llama"], args.out, "bfloat16")
 
 
 if __name__ == "__main__":
