@@ -20,7 +20,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 
-VOCAB = 160
+VOCAB = 300
 COMMON = dict(
     vocab_size=VOCAB,
     hidden_size=64,
@@ -60,7 +60,7 @@ FAMILIES = {
 PROMPTS = [
     [1, 17, 42, 99, 7],
     [1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 150, 3, 4, 77, 21, 33],  # longer than the sliding window
-    [1, 159],
+    [1, 299],
 ]
 
 CORPUS = ("the quick brown fox jumps over the lazy dog. a router decides which layers run. "
@@ -154,6 +154,12 @@ def make_family(name, spec, out_root, dtype):
         gen = model.generate(torch.tensor([PROMPTS[0]]), max_new_tokens=8, do_sample=False,
                              pad_token_id=0, eos_token_id=None)
         golden["greedy"] = {"ids": PROMPTS[0], "maxNewTokens": 8, "tokens": gen[0].tolist()[len(PROMPTS[0]):]}
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    texts = ["the quick brown fox", "Call me Ishmael.  Some years ago…", "routers decide: skip or run?\n"]
+    golden["tokenization"] = [{"text": t, "ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]
+    messages = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"}]
+    golden["chat"] = {"messages": messages,
+                      "text": tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)}
     with open(os.path.join(path, "golden.json"), "w") as f:
         json.dump(golden, f)
     if spec.get("fused_copy"):
