@@ -11,6 +11,7 @@ const USAGE = `usage: router-tuning <command> [options]
 
 commands:
   info     backends, threads, SIMD, BLAS, CUDA devices, native memory in use
+  logits   logits of a model for given token ids (interop and conformance checks)
   bench    the bench suite (kernels), measured against this machine's ceilings
 
 Run 'router-tuning <command> --help' for a command's options.
@@ -22,7 +23,35 @@ Prints the loaded backends (CPU threads and SIMD level, BLAS, CUDA) and native m
   --json   print backendInfo() as one JSON object
 `;
 
+const LOGITS_USAGE = `usage: router-tuning logits --model DIR --ids 1,2,3 [--json | --out FILE] [--dtype float32|bfloat16]
+
+Runs the model on the token ids and prints or writes the logits [T, V].
+  --model DIR   Hugging Face model folder (config.json, *.safetensors)
+  --ids LIST    comma-separated token ids
+  --json        print {"shape":[T,V],"logits":[…]} (row-major float32 values)
+  --out FILE    write raw little-endian float32 logits (row-major) to FILE
+  --dtype D     storage dtype of the large weights (default: as stored)
+`;
+
 class UsageError extends Error {}
+
+const BAD_INPUT_CODES = new Set(['RT_ERR_FORMAT', 'RT_ERR_CONFIG', 'RT_ERR_TOKENIZER', 'RT_ERR_WEIGHTS', 'RT_ERR_ARG', 'RT_ERR_SHAPE', 'RT_ERR_INDEX']);
+
+/** Parses --flag value pairs and boolean flags; rejects unknown ones. */
+function parseOptions(argv: string[], valued: string[], booleans: string[]): Map<string, string | true> {
+  const out = new Map<string, string | true>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (booleans.includes(a)) out.set(a, true);
+    else if (valued.includes(a)) {
+      const v = argv[i + 1];
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`option '${a}' expects a value`);
+      out.set(a, v);
+      i++;
+    } else throw new UsageError(`unknown option '${a}' (allowed: ${[...valued, ...booleans].join(', ')})`);
+  }
+  return out;
+}
 
 function parseFlags(argv: string[], allowed: string[]): Set<string> {
   const flags = new Set<string>();
@@ -55,6 +84,42 @@ async function info(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function logits(argv: string[]): Promise<number> {
+  const o = parseOptions(argv, ['--model', '--ids', '--out', '--dtype'], ['--json', '--help', '-h']);
+  if (o.has('--help') || o.has('-h')) {
+    process.stdout.write(LOGITS_USAGE);
+    return 0;
+  }
+  const dir = o.get('--model');
+  const idsText = o.get('--ids');
+  if (typeof dir !== 'string') throw new UsageError('--model DIR is required');
+  if (typeof idsText !== 'string') throw new UsageError('--ids is required (comma-separated token ids)');
+  const ids = idsText.split(',').map((s) => s.trim());
+  const bad = ids.find((s) => !/^\d+$/.test(s));
+  if (bad !== undefined) throw new UsageError(`--ids expected comma-separated non-negative integers, received '${bad}'`);
+  const dtype = o.get('--dtype');
+  if (dtype !== undefined && dtype !== 'float32' && dtype !== 'bfloat16') throw new UsageError(`--dtype expected float32 or bfloat16, received '${dtype}'`);
+  if (!o.has('--json') && !o.has('--out')) throw new UsageError('choose an output: --json or --out FILE');
+  const { loadModel } = await import('../model/causal_lm');
+  const model = await loadModel(dir, { dtype: dtype as 'float32' | 'bfloat16' | undefined, noTokenizer: true });
+  try {
+    const values = await model.logits(ids.map(Number));
+    const shape = [ids.length, model.config.vocabSize];
+    const out = o.get('--out');
+    if (typeof out === 'string') {
+      const fs = await import('fs');
+      const tmp = `${out}.tmp-${process.pid}`;
+      fs.writeFileSync(tmp, Buffer.from(values.buffer, values.byteOffset, values.byteLength));
+      fs.renameSync(tmp, out);
+      if (!o.has('--json')) process.stderr.write(`wrote ${shape[0]}×${shape[1]} float32 logits to ${out}\n`);
+    }
+    if (o.has('--json')) process.stdout.write(JSON.stringify({ shape, logits: Array.from(values) }) + '\n');
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
+
 async function bench(argv: string[]): Promise<number> {
   // dist/lib/cli → dist/bench
   // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -62,7 +127,7 @@ async function bench(argv: string[]): Promise<number> {
   return mod.runBench(argv);
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, bench };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, logits, bench };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -83,8 +148,9 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (e instanceof RouterTuningError) {
+      // Bad input (a malformed file, a bad argument) is exit 2; anything else a runtime failure.
       process.stderr.write(`router-tuning ${command}: ${e.message}\n`);
-      return 1;
+      return BAD_INPUT_CODES.has(e.code) ? 2 : 1;
     }
     process.stderr.write(`router-tuning ${command}: ${(e as Error).stack ?? e}\n`);
     return 1;
