@@ -28,6 +28,8 @@ export interface CaseResult {
   fraction: number;
   target?: number;
   seconds: number;
+  /** For metrics such as memory ratios: the target is an upper bound. */
+  lowerIsBetter?: boolean;
 }
 
 export interface Ceilings {

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { backendInfo } from '../lib';
 import { CaseResult, measureCeilings, runCase, BenchCase } from './harness';
 import { kernelCases } from './kernels';
+import { runLoadSuite } from './load';
 
 interface Options {
   suite: string;
@@ -28,7 +29,7 @@ Measures the machine's ceilings (large copy, sgemm 2048³) and the suite's cases
   --filter TEXT only cases whose name contains TEXT
 `;
 
-const SUITES = ['kernels', 'all'];
+const SUITES = ['kernels', 'load', 'all'];
 
 class UsageError extends Error {}
 
@@ -70,9 +71,15 @@ function fmt(n: number, digits = 2): string {
 export function markdownTable(results: CaseResult[]): string {
   const lines = ['| case | time (ms) | rate | fraction of ceiling | target | met |', '|---|---:|---:|---:|---:|:-:|'];
   for (const r of results) {
+    if (r.lowerIsBetter) {
+      const met = r.target === undefined ? '' : r.value <= r.target ? 'yes' : '**no**';
+      lines.push(`| ${r.name} | ${fmt(r.seconds * 1e3, 0)} | ${fmt(r.value, 3)} ${r.unit} | | ≤ ${r.target} | ${met} |`);
+      continue;
+    }
     const met = r.target === undefined ? '' : r.fraction >= r.target ? 'yes' : '**no**';
+    const frac = Number.isFinite(r.fraction) ? `${fmt(r.fraction * 100, 1)}%` : '';
     lines.push(
-      `| ${r.name} | ${fmt(r.seconds * 1e3, 3)} | ${fmt(r.value, 1)} ${r.unit} | ${fmt(r.fraction * 100, 1)}% | ${r.target === undefined ? '' : fmt(r.target * 100, 0) + '%'} | ${met} |`,
+      `| ${r.name} | ${fmt(r.seconds * 1e3, 3)} | ${fmt(r.value, 2)} ${r.unit} | ${frac} | ${r.target === undefined ? '' : fmt(r.target * 100, 0) + '%'} | ${met} |`,
     );
   }
   return lines.join('\n');
@@ -104,6 +111,7 @@ export async function runBench(argv: string[]): Promise<number> {
   if (opts.suite === 'kernels' || opts.suite === 'all') cases = cases.concat(kernelCases());
   if (opts.filter) cases = cases.filter((c) => c.name.includes(opts.filter!));
   const results: CaseResult[] = [];
+  if ((opts.suite === 'load' || opts.suite === 'all') && (!opts.filter || 'load'.includes(opts.filter))) results.push(...runLoadSuite(log));
   for (const c of cases) {
     const r = runCase(c, ceilings);
     results.push(r);
@@ -112,7 +120,15 @@ export async function runBench(argv: string[]): Promise<number> {
   const report = {
     machine,
     ceilings,
-    cases: results.map((r) => ({ suite: r.suite, name: r.name, value: r.value, unit: r.unit, fraction: r.fraction, ...(r.target !== undefined ? { target: r.target } : {}), seconds: r.seconds })),
+    cases: results.map((r) => ({
+      suite: r.suite,
+      name: r.name,
+      value: r.value,
+      unit: r.unit,
+      ...(Number.isFinite(r.fraction) ? { fraction: r.fraction } : {}),
+      ...(r.target !== undefined ? { target: r.target } : {}),
+      seconds: r.seconds,
+    })),
   };
   fs.mkdirSync(opts.out, { recursive: true });
   const cmd = `npm run bench -- ${argv.join(' ')}`.trim();
