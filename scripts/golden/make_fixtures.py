@@ -136,6 +136,11 @@ def make_family(name, spec, out_root, dtype):
         sd = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight" or not config.tie_word_embeddings}
         assert any("gate_up_proj" in k for k in sd), "expected fused expert weights in memory"
         save_file(sd, os.path.join(fused, "model.safetensors"), metadata={"format": "pt"})
+    if dtype == "bfloat16":
+        # The reference for a bf16 checkpoint is that checkpoint loaded in float32 by
+        # transformers (casting the in-memory model would also round its rotary buffers).
+        model = model_cls.from_pretrained(path, dtype=torch.float32).eval()
+        model.config._attn_implementation = "eager"
     model = model.float()
     golden = {"family": name, "dtype": dtype, "transformers": transformers.__version__, "torch": torch.__version__,
               "vocab": VOCAB, "prompts": []}
