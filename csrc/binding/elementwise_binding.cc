@@ -99,6 +99,27 @@ Napi::Value AddBiasBwd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// clamp_fwd(out, x, lo, hi, n)
+Napi::Value ClampFwd(const Napi::CallbackInfo& info) {
+  Args a(info, "clamp_fwd", 5);
+  int64_t n = a.int64(4, "n", 0, kMaxElems);
+  float* out = a.f32(0, "out", n);
+  const float* x = a.f32(1, "x", n);
+  check_status(a.env(), rt_clamp_fwd(out, x, static_cast<float>(a.number(2, "lo")), static_cast<float>(a.number(3, "hi")), n));
+  return info.Env().Undefined();
+}
+
+// clamp_bwd(dx, dout, x, lo, hi, n)
+Napi::Value ClampBwd(const Napi::CallbackInfo& info) {
+  Args a(info, "clamp_bwd", 6);
+  int64_t n = a.int64(5, "n", 0, kMaxElems);
+  float* dx = a.f32(0, "dx", n);
+  const float* dout = a.f32(1, "dout", n);
+  const float* x = a.f32(2, "x", n);
+  check_status(a.env(), rt_clamp_bwd(dx, dout, x, static_cast<float>(a.number(3, "lo")), static_cast<float>(a.number(4, "hi")), n));
+  return info.Env().Undefined();
+}
+
 // sum_squares(x, n) -> number
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   Args a(info, "sum_squares", 2);
@@ -138,6 +159,8 @@ void register_elementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("gated_residual_bwd", Napi::Function::New(env, GatedResidualBwd));
   exports.Set("add_bias_fwd", Napi::Function::New(env, AddBiasFwd));
   exports.Set("add_bias_bwd", Napi::Function::New(env, AddBiasBwd));
+  exports.Set("clamp_fwd", Napi::Function::New(env, ClampFwd));
+  exports.Set("clamp_bwd", Napi::Function::New(env, ClampBwd));
   exports.Set("sum_squares", Napi::Function::New(env, SumSquares));
   exports.Set("cast", Napi::Function::New(env, Cast));
 }

@@ -28,6 +28,12 @@ RT_SIMD_CLONES void axpy_range(float* y, const float* x, float alpha, int64_t n)
 RT_SIMD_CLONES void fill_range(float* out, float v, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = v;
 }
+RT_SIMD_CLONES void clamp_range(float* out, const float* x, float lo, float hi, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
+}
+RT_SIMD_CLONES void clamp_bwd_range(float* dx, const float* dout, const float* x, float lo, float hi, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = (x[i] > lo && x[i] < hi) ? dout[i] : 0.0f;
+}
 RT_SIMD_CLONES float dot_row(const float* a, const float* b, int64_t n) {
   float s = 0.f;
   for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
@@ -156,6 +162,20 @@ rt_status rt_add_bias_bwd(float* dbias, const float* dout, int64_t R, int64_t C,
     if (!accumulate) fill_range(dbias + c0, 0.f, c1 - c0);
     for (int64_t r = 0; r < R; ++r) add_range(dbias + c0, dbias + c0, dout + r * C + c0, c1 - c0);
   });
+  return RT_OK;
+}
+
+rt_status rt_clamp_fwd(float* out, const float* x, float lo, float hi, int64_t n) {
+  RT_REQUIRE_NONNEG(n, "clamp_fwd", "n");
+  RT_REQUIRE(lo <= hi, RT_ERR_ARG, "clamp_fwd: expected lo <= hi, received lo %g, hi %g", lo, hi);
+  flat_parallel(n, [&](int64_t b, int64_t len) { clamp_range(out + b, x + b, lo, hi, len); });
+  return RT_OK;
+}
+
+rt_status rt_clamp_bwd(float* dx, const float* dout, const float* x, float lo, float hi, int64_t n) {
+  RT_REQUIRE_NONNEG(n, "clamp_bwd", "n");
+  RT_REQUIRE(lo <= hi, RT_ERR_ARG, "clamp_bwd: expected lo <= hi, received lo %g, hi %g", lo, hi);
+  flat_parallel(n, [&](int64_t b, int64_t len) { clamp_bwd_range(dx + b, dout + b, x + b, lo, hi, len); });
   return RT_OK;
 }
 

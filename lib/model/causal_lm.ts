@@ -17,7 +17,7 @@ import { Checkpoint } from '../io/safetensors';
 import { ArgumentError, RouterTuningError } from '../errors';
 import * as ops from '../ops';
 import { DType, Tensor, dispose, tidy } from '../tensor';
-import { ConfigError, ModelConfig, readConfig } from './config';
+import { ModelConfig, readConfig } from './config';
 import { TextTokenizer, loadTokenizer } from './tokenizer';
 import { LayerWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
 
@@ -159,13 +159,20 @@ export class CausalLM {
     let q = ops.linear(h, w.q.weight, w.q.bias);
     let k = ops.linear(h, w.k.weight, w.k.bias);
     const v = ops.linear(h, w.v.weight, w.v.bias);
-    if (cfg.clipQkv !== undefined) throw new ConfigError(`${this.dir}: clip_qkv is not supported yet`);
+    let vv = v;
     if (cfg.qkNorm === 'head') {
       q = ops.rmsnorm(q.reshape([N * Hq, D]), w.qNorm!, cfg.rmsNormEps).out;
       k = ops.rmsnorm(k.reshape([N * Hkv, D]), w.kNorm!, cfg.rmsNormEps).out;
     } else if (cfg.qkNorm === 'full') {
       q = ops.rmsnorm(q, w.qNorm!, cfg.rmsNormEps).out;
       k = ops.rmsnorm(k, w.kNorm!, cfg.rmsNormEps).out;
+    }
+    if (cfg.clipQkv !== undefined) {
+      // OLMoE: clamp q, k, v to ±clip_qkv after the q/k norms, before RoPE.
+      const c = cfg.clipQkv;
+      q = ops.clamp(q, -c, c);
+      k = ops.clamp(k, -c, c);
+      vv = ops.clamp(v, -c, c);
     }
     const qr = ops.rope(q.reshape([N, Hq, D]), ctx.ropePos, this.invFreq, { attnScale: this.attnScale });
     const kr = ops.rope(k.reshape([N, Hkv, D]), ctx.ropePos, this.invFreq, { attnScale: this.attnScale });
@@ -175,7 +182,7 @@ export class CausalLM {
     for (let b = 0; b < B; b++) {
       const dst = (b * ctx.cache.capacity + ctx.start) * rowElems;
       kc.copyFrom(kr, dst, b * T * rowElems, T * rowElems);
-      vc.copyFrom(v, dst, b * T * rowElems, T * rowElems);
+      vc.copyFrom(vv, dst, b * T * rowElems, T * rowElems);
     }
     const window = cfg.slidingWindow[l] ?? 0;
     const { out: att } = ops.attention(qr.reshape([B, T, Hq, D]), kc, vc, { qpos: ctx.qposT, kpos: ctx.kposT, window });

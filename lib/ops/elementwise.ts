@@ -99,6 +99,25 @@ export function addBiasBackward(dout: Tensor, into?: Tensor): Tensor {
   return d;
 }
 
+/** min(max(x, lo), hi) elementwise (OLMoE's clip_qkv). */
+export function clamp(x: Tensor, lo: number, hi: number, out?: Tensor): Tensor {
+  expectDtype('clamp', 'x', x, 'float32');
+  expectFinite('clamp', 'lo', lo);
+  expectFinite('clamp', 'hi', hi);
+  const o = outOrNew('clamp', out, x.shape);
+  callNative('clamp_fwd', [o.handle, x.handle, lo, hi, x.numel]);
+  return o;
+}
+
+/** Backward of clamp: dout where lo < x < hi, else 0. */
+export function clampBackward(dout: Tensor, x: Tensor, lo: number, hi: number): Tensor {
+  expectDtype('clampBackward', 'dout', dout, 'float32');
+  expectShape('clampBackward', 'x', x, dout.shape);
+  const dx = Tensor.empty(dout.shape);
+  callNative('clamp_bwd', [dx.handle, dout.handle, x.handle, lo, hi, dout.numel]);
+  return dx;
+}
+
 export function sumSquares(x: Tensor): number {
   expectDtype('sumSquares', 'x', x, 'float32');
   return callNative<number>('sum_squares', [x.handle, x.numel]);

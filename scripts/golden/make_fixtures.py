@@ -48,7 +48,7 @@ FAMILIES = {
     "mixtral": dict(cls="MixtralForCausalLM", cfg="MixtralConfig", extra=dict(
         num_local_experts=4, num_experts_per_tok=2)),
     "olmoe": dict(cls="OlmoeForCausalLM", cfg="OlmoeConfig", extra=dict(
-        num_experts=4, num_experts_per_tok=2, norm_topk_prob=False)),
+        num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, clip_qkv=1.5)),
     "qwen2_moe": dict(cls="Qwen2MoeForCausalLM", cfg="Qwen2MoeConfig", extra=dict(
         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48, shared_expert_intermediate_size=80,
         norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[])),

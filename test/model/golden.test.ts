@@ -78,6 +78,17 @@ describe.each(families.map((f) => [f]))('%s matches transformers', (family) => {
     }
   });
 
+  test('right-padded batch equals the unpadded prompts', async () => {
+    const a = golden.prompts[0], c = golden.prompts[2];
+    const { logits, T } = await model.logitsBatch([a.ids, c.ids], { padding: 'right' });
+    const V = golden.vocab;
+    [a, c].forEach((p: { ids: number[]; logits: string }, b: number) => {
+      const ref = decode(p.logits);
+      const got = logits.subarray(b * T * V, (b * T + p.ids.length) * V);
+      expect(maxDiff(got, ref)).toBeLessThanOrEqual(tol * maxAbs(ref));
+    });
+  });
+
   test('greedy generation', async () => {
     const g = golden.greedy;
     const tokens = await model.generateGreedy(g.ids, g.maxNewTokens);

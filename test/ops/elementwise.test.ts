@@ -89,6 +89,22 @@ describe('elementwise ops vs float64 reference', () => {
     dispose([t, b]);
   });
 
+  test('clamp forward, backward, and finite differences', () => {
+    const n = 1001;
+    const x = rng.floats(n, 2), dout = rng.floats(n);
+    const tx = Tensor.from(x), td = Tensor.from(dout);
+    const y = ops.clamp(tx, -1.5, 0.75);
+    expectClose(y.toFloat32Array(), f64(x).map((v) => Math.min(Math.max(v, -1.5), 0.75)), TOL.float32, 'clamp');
+    const dx = ops.clampBackward(td, tx, -1.5, 0.75);
+    const ref = f64(dout).map((g, i) => (x[i] > -1.5 && x[i] < 0.75 ? g : 0));
+    expectClose(dx.toFloat32Array(), ref, TOL.float32, 'clamp grad');
+    const clampRef = (v: Float64Array) => v.map((a) => Math.min(Math.max(a, -1.5), 0.75));
+    checkGradient((v) => dot(clampRef(v), f64(dout)), f64(x), ref, { eps: 1e-7, label: 'clamp', samples: 200 });
+    expect(() => ops.clamp(tx, 1, Infinity)).toThrow("clamp: 'hi' expected a finite number, received Infinity");
+    expect(() => (native() as any).clamp_fwd(y.handle, tx.handle, 1, -1, n)).toThrow('clamp_fwd: expected lo <= hi, received lo 1, hi -1');
+    dispose([tx, td, y, dx]);
+  });
+
   test('fill', () => {
     const t = ops.fill(Tensor.empty([5]), 2.5);
     expect(Array.from(t.toFloat32Array())).toEqual([2.5, 2.5, 2.5, 2.5, 2.5]);

@@ -23,6 +23,9 @@ rt_status rt_gated_residual_bwd(float* df /*(R,C) nullable*/, float* dg /*(R) nu
 rt_status rt_add_bias_fwd(float* x /*(R,C)*/, const void* bias /*(C)*/, rt_dtype bias_dtype, int64_t R, int64_t C);
 // dbias (+)= sum over rows of dout
 rt_status rt_add_bias_bwd(float* dbias /*(C)*/, const float* dout /*(R,C)*/, int64_t R, int64_t C, int accumulate);
+// out = min(max(x, lo), hi)  (OLMoE clip_qkv); backward passes dout where lo < x < hi.
+rt_status rt_clamp_fwd(float* out /*(n)*/, const float* x /*(n)*/, float lo, float hi, int64_t n);
+rt_status rt_clamp_bwd(float* dx /*(n)*/, const float* dout /*(n)*/, const float* x /*(n)*/, float lo, float hi, int64_t n);
 // out = sum(x^2) in double (gradient clipping, norms)
 rt_status rt_sum_squares_f32(double* out /*(1)*/, const float* x /*(n)*/, int64_t n);
 rt_status rt_cast_f32_to_bf16(rt_bf16* out /*(n)*/, const float* in /*(n)*/, int64_t n);  // round to nearest even
