@@ -61,6 +61,7 @@ Napi::Value CopyTyped(const Napi::CallbackInfo& info, bool write) {
   size_t esz = rt_dtype_size(s->dtype);
   auto* base = static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
   auto* dst = static_cast<uint8_t*>(s->data) + offset * esz;
+  if (count == 0) return info.Env().Undefined();  // an empty array may have no backing store
   if (write)
     std::memcpy(dst, base, count * esz);
   else

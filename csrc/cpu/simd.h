@@ -36,10 +36,13 @@ inline rt_bf16 f32_to_bf16(float f) {
 }
 
 // exp(x) for float, vectorisable (no libm call): Cody-Waite range reduction and a
-// degree-6 polynomial; relative error ~2e-7; below -87.3 (incl. -inf) it returns 0.
+// degree-6 polynomial; relative error ~2e-7; below -87.3 (incl. -inf) it returns 0,
+// above 88.3 it saturates at e^88.3 (finite).
 inline float fast_exp(float x_in) {
-  float x = x_in < -87.3f ? -87.3f : (x_in > 88.7f ? 88.7f : x_in);
-  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float x = x_in < -87.3f ? -87.3f : (x_in > 88.3f ? 88.3f : x_in);  // e^88.3 < FLT_MAX
+  // Round to nearest with the 1.5·2^23 trick: unlike std::floor (which GCC vectorises
+  // only under -fno-trapping-math) this keeps loops calling fast_exp vectorised.
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;

@@ -7,9 +7,13 @@
 extern "C" {
 #endif
 
+// The hyper-parameters are double, as PyTorch holds them (Python floats): 1 - beta2 and
+// the bias corrections are formed in double and rounded to float once, so float32
+// results track torch.optim.AdamW to rounding (float(0.999) would put 1e-5 relative
+// error into 1 - beta2).
 rt_status rt_adamw_step(float* p /*(n)*/, float* m /*(n)*/, float* v /*(n)*/, const float* g /*(n)*/, int64_t n,
-                        float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step,
-                        float grad_scale);
+                        double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                        double grad_scale);
 
 #ifdef __cplusplus
 }
