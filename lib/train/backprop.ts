@@ -95,6 +95,12 @@ interface AttnSave {
   lse: Tensor;
   kpos: Tensor;
   fa: Tensor;
+  /**
+   * mod-mode token routing: attention with every key visible (keep-kv semantics), used for
+   * the skipped tokens' rows so their straight-through signal is defined (a skipped token
+   * sees itself); executed rows come from the masked (mod) attention. gRows [N] selects.
+   */
+  keep?: { att: Tensor; lse: Tensor; kpos: Tensor; attMod: Tensor; gRows: Tensor };
 }
 
 interface MlpSave {
@@ -379,18 +385,31 @@ function attnCore(
   const kr = ops.rope(kc.reshape([N, Hkv, D]), ctx.ropePos, invFreq, { attnScale });
   // mod: a skipped token's key/value is invisible to the other tokens of this layer.
   let kposJs = ctx.posJs;
-  if (gate && ctx.opts.routers?.mode === 'mod') kposJs = ctx.posJs.map((p, i) => (gate[i] ? p : -1));
+  const mod = gate !== undefined && ctx.opts.routers?.mode === 'mod' && gate.some((g, i) => g === 0 && ctx.validRows[i] !== 0);
+  if (mod) kposJs = ctx.posJs.map((p, i) => (gate![i] ? p : -1));
   const kpos = Tensor.from(kposJs, [B, T], 'int32');
   const window = cfg.slidingWindow[l] ?? 0;
   const q4 = qr.reshape([B, T, Hq, D]), k4 = kr.reshape([B, T, Hkv, D]), v4 = vc.reshape([B, T, Hkv, D]);
-  const { out: att, lse } = ops.attention(q4, k4, v4, { qpos: ctx.qpos, kpos, window });
+  let { out: att, lse } = ops.attention(q4, k4, v4, { qpos: ctx.qpos, kpos, window });
+  let keep: AttnSave['keep'];
+  if (mod) {
+    const kposFull = Tensor.from(ctx.posJs, [B, T], 'int32');
+    const full = ops.attention(q4, k4, v4, { qpos: ctx.qpos, kpos: kposFull, window });
+    // merged = full + g·(mod − full), per token row
+    const gRows = Tensor.from(gate!.map((g) => (g ? 1 : 0)));
+    const diff = att.clone();
+    ops.axpy(diff, full.out, -1);
+    const merged = ops.gatedResidual(full.out.reshape([N, Hq * D]), diff.reshape([N, Hq * D]), gRows).reshape([B, T, Hq, D]);
+    diff.dispose();
+    keep = { att: full.out, lse: full.lse, kpos: kposFull, attMod: att, gRows };
+    att = merged;
+  }
   const fa = lin(att.reshape([N, Hq * D]), w.o);
-  const keep = (t: Tensor | undefined) => t;
   return {
     q0: cfg.qkNorm !== 'none' ? q : undefined,
     k0: cfg.qkNorm !== 'none' ? k : undefined,
-    rstdQ: keep(rstdQ),
-    rstdK: keep(rstdK),
+    rstdQ,
+    rstdK,
     qPre: cfg.clipQkv !== undefined ? qn : undefined,
     kPre: cfg.clipQkv !== undefined ? kn : undefined,
     vPre: cfg.clipQkv !== undefined ? v : undefined,
@@ -401,6 +420,7 @@ function attnCore(
     lse,
     kpos,
     fa,
+    keep,
   };
 }
 
@@ -592,7 +612,23 @@ function attnBackward(ctx: Ctx, l: number, dfa: Tensor, s: LayerSave, w: LayerWe
   const N = ctx.N, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
   const datt = linBack(ctx, dfa, a.att.reshape([N, Hq * D]), w.o, `${name}.o_proj`, true)!;
   const window = cfg.slidingWindow[l] ?? 0;
-  const { dq, dk, dv } = ops.attentionBackward(datt.reshape([ctx.batch.B, ctx.batch.T, Hq, D]), a.qr, a.kr, a.v, a.att, a.lse, { qpos: ctx.qpos, kpos: a.kpos, window });
+  const shape4 = [ctx.batch.B, ctx.batch.T, Hq, D];
+  let dq: Tensor | undefined, dk: Tensor | undefined, dv: Tensor | undefined;
+  if (a.keep) {
+    // rows of executed tokens came from the mod attention, the others from the full one
+    const { df: dMod } = ops.gatedResidualBackward(datt, datt, a.keep.gRows, { df: true, dg: false });
+    const dFull = datt.clone();
+    ops.axpy(dFull, dMod!, -1);
+    const r1 = ops.attentionBackward(dMod!.reshape(shape4), a.qr, a.kr, a.v, a.keep.attMod, a.lse, { qpos: ctx.qpos, kpos: a.kpos, window });
+    const r2 = ops.attentionBackward(dFull.reshape(shape4), a.qr, a.kr, a.v, a.keep.att, a.keep.lse, { qpos: ctx.qpos, kpos: a.keep.kpos, window });
+    ops.axpy(r1.dq!, r2.dq!, 1);
+    ops.axpy(r1.dk!, r2.dk!, 1);
+    ops.axpy(r1.dv!, r2.dv!, 1);
+    dispose([dMod, dFull, r2.dq, r2.dk, r2.dv]);
+    ({ dq, dk, dv } = r1);
+  } else {
+    ({ dq, dk, dv } = ops.attentionBackward(datt.reshape(shape4), a.qr, a.kr, a.v, a.att, a.lse, { qpos: ctx.qpos, kpos: a.kpos, window }));
+  }
   datt.dispose();
   const invFreq = (ctx.model as unknown as { invFreq: Tensor }).invFreq;
   const attnScale = (ctx.model as unknown as { attnScale: number }).attnScale;
