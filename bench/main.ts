@@ -11,6 +11,7 @@ import { backendInfo } from '../lib';
 import { CaseResult, measureCeilings, runCase, BenchCase } from './harness';
 import { kernelCases } from './kernels';
 import { runLoadSuite } from './load';
+import { runTuneSuite } from './tune';
 
 interface Options {
   suite: string;
@@ -20,16 +21,16 @@ interface Options {
   help?: boolean;
 }
 
-export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|all] [--json] [--out DIR] [--filter TEXT]
+export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|load|tune|all] [--json] [--out DIR] [--filter TEXT]
 
 Measures the machine's ceilings (large copy, sgemm 2048³) and the suite's cases in one run.
-  --suite S     kernels | all (default all)
+  --suite S     kernels | load | tune | all (default all)
   --json        print the result object (DESIGN.md §7) on stdout; the table goes to stderr
   --out DIR     write results.json and results.md there (default bench/out)
   --filter TEXT only cases whose name contains TEXT
 `;
 
-const SUITES = ['kernels', 'load', 'all'];
+const SUITES = ['kernels', 'load', 'tune', 'all'];
 
 class UsageError extends Error {}
 
@@ -112,6 +113,7 @@ export async function runBench(argv: string[]): Promise<number> {
   if (opts.filter) cases = cases.filter((c) => c.name.includes(opts.filter!));
   const results: CaseResult[] = [];
   if ((opts.suite === 'load' || opts.suite === 'all') && (!opts.filter || 'load'.includes(opts.filter))) results.push(...runLoadSuite(log));
+  if ((opts.suite === 'tune' || opts.suite === 'all') && (!opts.filter || 'tune'.includes(opts.filter))) results.push(...runTuneSuite(log));
   for (const c of cases) {
     const r = runCase(c, ceilings);
     results.push(r);

@@ -1,0 +1,74 @@
+/**
+ * Models with random weights of any supported shape, built in memory: for benches
+ * (the e2e and tune suites) and for tests that need a model without a checkpoint.
+ */
+import { Tensor } from '../tensor';
+import { Rng } from '../util/rng';
+import { CausalLM } from './causal_lm';
+import { ModelConfig, normalizeConfig, isMoeLayer } from './config';
+import { LayerWeights, LinearWeights, MlpWeights, ModelWeights } from './weights';
+
+/** A config from Hugging Face-style keys (model_type llama unless given). */
+export function syntheticConfig(raw: Record<string, unknown>): ModelConfig {
+  return normalizeConfig({ model_type: 'llama', rms_norm_eps: 1e-5, ...raw }, '<synthetic config>');
+}
+
+export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'float32' | 'bfloat16' } = {}): CausalLM {
+  const rng = new Rng(opts.seed ?? 0);
+  const dtype = opts.dtype ?? 'float32';
+  const fill = (shape: number[], std: number, dt: 'float32' | 'bfloat16' = dtype): Tensor => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    // uniform with the requested std: fast to generate at 100M+ parameters
+    const a = std * Math.sqrt(3);
+    for (let i = 0; i < n; i++) data[i] = (rng.uniform() * 2 - 1) * a;
+    return Tensor.from(data, shape, dt).keep();
+  };
+  const ones = (n: number): Tensor => Tensor.from(new Float32Array(n).fill(1), [n]).keep();
+  const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+  const lin = (out: number, inp: number, bias: boolean): LinearWeights => ({
+    weight: fill([out, inp], 1 / Math.sqrt(inp)),
+    bias: bias ? fill([out], 0.02, 'float32') : undefined,
+  });
+  const mlp = (I: number): MlpWeights => ({ gate: lin(I, C, cfg.mlpBias), up: lin(I, C, cfg.mlpBias), down: lin(C, I, cfg.mlpBias) });
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const layer: LayerWeights = {
+      inputNorm: ones(C),
+      postAttnNorm: ones(C),
+      q: lin(Hq * D, C, cfg.qkvBias),
+      k: lin(Hkv * D, C, cfg.qkvBias),
+      v: lin(Hkv * D, C, cfg.qkvBias),
+      o: lin(C, Hq * D, cfg.oBias),
+    };
+    if (cfg.qkNorm === 'head') {
+      layer.qNorm = ones(D);
+      layer.kNorm = ones(D);
+    } else if (cfg.qkNorm === 'full') {
+      layer.qNorm = ones(Hq * D);
+      layer.kNorm = ones(Hkv * D);
+    }
+    if (isMoeLayer(cfg, l)) {
+      const m = cfg.moe!;
+      const I = m.expertIntermediateSize, E = m.numExperts;
+      layer.moe = {
+        router: { weight: fill([E, C], 1 / Math.sqrt(C), 'float32') },
+        experts: { gate: fill([E, I, C], 1 / Math.sqrt(C)), up: fill([E, I, C], 1 / Math.sqrt(C)), down: fill([E, C, I], 1 / Math.sqrt(I)) },
+      };
+      if (m.sharedExpertIntermediateSize) {
+        layer.moe.shared = mlp(m.sharedExpertIntermediateSize);
+        layer.moe.sharedGate = { weight: fill([1, C], 1 / Math.sqrt(C), 'float32') };
+      }
+    } else layer.mlp = mlp(cfg.intermediateSize);
+    layers.push(layer);
+  }
+  const embed = fill([cfg.vocabSize, C], 1);
+  const weights: ModelWeights = {
+    embed,
+    layers,
+    finalNorm: ones(C),
+    lmHead: cfg.tieWordEmbeddings ? embed : fill([cfg.vocabSize, C], 1 / Math.sqrt(C)),
+    dtype,
+  };
+  return new CausalLM(cfg, weights, undefined, '<random>');
+}
