@@ -11,6 +11,7 @@ const USAGE = `usage: router-tuning <command> [options]
 
 commands:
   info     backends, threads, SIMD, BLAS, CUDA devices, native memory in use
+  tune     router-tune a model: attach routers, train only them, save them
   logits   logits of a model for given token ids (interop and conformance checks)
   bench    the bench suite (kernels), measured against this machine's ceilings
 
@@ -35,7 +36,7 @@ Runs the model on the token ids and prints or writes the logits [T, V].
 
 class UsageError extends Error {}
 
-const BAD_INPUT_CODES = new Set(['RT_ERR_FORMAT', 'RT_ERR_CONFIG', 'RT_ERR_TOKENIZER', 'RT_ERR_WEIGHTS', 'RT_ERR_ARG', 'RT_ERR_SHAPE', 'RT_ERR_INDEX']);
+const BAD_INPUT_CODES = new Set(['RT_ERR_FORMAT', 'RT_ERR_CONFIG', 'RT_ERR_TOKENIZER', 'RT_ERR_WEIGHTS', 'RT_ERR_ARG', 'RT_ERR_SHAPE', 'RT_ERR_INDEX', 'RT_ERR_DATA']);
 
 /** Parses --flag value pairs and boolean flags; rejects unknown ones. */
 function parseOptions(argv: string[], valued: string[], booleans: string[]): Map<string, string | true> {
@@ -120,6 +121,141 @@ async function logits(argv: string[]): Promise<number> {
   }
 }
 
+const TUNE_USAGE = `usage: router-tuning tune --model DIR --data PATH [options]
+
+Attaches routers to the model, trains only them, and saves them (safetensors + metadata).
+  --model DIR          Hugging Face model folder
+  --data PATH          text file/folder, or JSONL ({text} | {prompt, completion} |
+                       {instruction, input, output} | {messages})
+  --granularity G      attn-seq (default) | attn-token | mlp-seq | mlp-token | block-seq |
+                       block-token | moe-token | expert
+  --layers 3,5,7       routed layers (default: the deepest ⌊L/2⌋ except the last)
+  --mode M             token-level attention: mod (default) | keep-kv
+  --threshold F        decision threshold τ (default 0.5)
+  --target-skip F      requested skip ratio (default 0.25)
+  --lambda F           weight of the capacity term (default 1)
+  --regularizer R      global (default) | per-layer | l1
+  --steps N            optimiser steps (default 200; 0 saves fresh routers)
+  --lr F               peak learning rate (default 1e-3), cosine schedule
+  --warmup N           warmup steps (default 10% of steps)
+  --batch-size N       sequences per micro-batch (default 8)
+  --grad-accum N       micro-batches per step (default 1)
+  --seq-len N          tokens per sequence (default 256)
+  --val-every N        validation every N steps (default 50)
+  --calibrate          set the threshold so the held-out skip ratio equals --target-skip
+  --seed N             seed for data order (default 0); runs are deterministic
+  --out FILE           where to save the routers (default routers.safetensors)
+  --resume FILE        continue a run saved with --out
+  --json               print the result object on stdout
+`;
+
+function num(o: Map<string, string | true>, key: string, kind: 'int' | 'float'): number | undefined {
+  const v = o.get(key);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || !Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n)))
+    throw new UsageError(`${key} expected ${kind === 'int' ? 'an integer' : 'a number'}, received '${v}'`);
+  return n;
+}
+
+async function tuneCommand(argv: string[]): Promise<number> {
+  const valued = ['--model', '--data', '--granularity', '--layers', '--mode', '--threshold', '--target-skip', '--lambda', '--regularizer', '--steps', '--lr', '--warmup', '--batch-size', '--grad-accum', '--seq-len', '--val-every', '--seed', '--out', '--resume', '--lora-rank'];
+  const o = parseOptions(argv, valued, ['--json', '--calibrate', '--help', '-h']);
+  if (o.has('--help') || o.has('-h')) {
+    process.stdout.write(TUNE_USAGE);
+    return 0;
+  }
+  const dir = o.get('--model');
+  const data = o.get('--data');
+  if (typeof dir !== 'string') throw new UsageError('--model DIR is required (the embedded default model is not bundled yet)');
+  if (typeof data !== 'string') throw new UsageError('--data PATH is required (the embedded default corpus is not bundled yet)');
+  if (o.has('--lora-rank')) throw new UsageError('--lora-rank: LoRA + Router-Tuning is not available in this version');
+  const { GRANULARITIES } = await import('../routing/routers');
+  const granularity = (o.get('--granularity') as string | undefined) ?? 'attn-seq';
+  if (!(GRANULARITIES as readonly string[]).includes(granularity))
+    throw new UsageError(`--granularity expected one of ${GRANULARITIES.join(', ')}, received '${granularity}'`);
+  let layers: number[] | undefined;
+  const layersText = o.get('--layers');
+  if (typeof layersText === 'string') {
+    layers = layersText.split(',').map((x) => {
+      if (!/^\d+$/.test(x.trim())) throw new UsageError(`--layers expected comma-separated layer indices, received '${layersText}'`);
+      return Number(x);
+    });
+  }
+  const mode = o.get('--mode') as string | undefined;
+  if (mode !== undefined && mode !== 'mod' && mode !== 'keep-kv') throw new UsageError(`--mode expected mod or keep-kv, received '${mode}'`);
+  const regularizer = o.get('--regularizer') as string | undefined;
+  if (regularizer !== undefined && !['global', 'per-layer', 'l1'].includes(regularizer))
+    throw new UsageError(`--regularizer expected global, per-layer or l1, received '${regularizer}'`);
+  const json = o.has('--json');
+  const out = (o.get('--out') as string | undefined) ?? 'routers.safetensors';
+  const { loadModel } = await import('../model/causal_lm');
+  const { tune } = await import('../train/tune');
+  const model = await loadModel(dir);
+  const tty = process.stderr.isTTY;
+  let lastDraw = 0;
+  try {
+    const r = await tune(model, {
+      data,
+      granularity: granularity as never,
+      layers,
+      mode: mode as 'mod' | 'keep-kv' | undefined,
+      threshold: num(o, '--threshold', 'float'),
+      targetSkip: num(o, '--target-skip', 'float'),
+      lambda: num(o, '--lambda', 'float'),
+      regularizer: regularizer as never,
+      steps: num(o, '--steps', 'int'),
+      lr: num(o, '--lr', 'float'),
+      warmupSteps: num(o, '--warmup', 'int'),
+      batchSize: num(o, '--batch-size', 'int'),
+      gradAccum: num(o, '--grad-accum', 'int'),
+      seqLen: num(o, '--seq-len', 'int'),
+      valEvery: num(o, '--val-every', 'int'),
+      seed: num(o, '--seed', 'int'),
+      calibrate: o.has('--calibrate'),
+      out,
+      resume: o.get('--resume') as string | undefined,
+      onProgress: (p) => {
+        const now = Date.now();
+        if (now - lastDraw < 200 && p.step < p.steps) return;
+        lastDraw = now;
+        const width = 24;
+        const filled = Math.round((p.step / Math.max(1, p.steps)) * width);
+        const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
+        const eta = p.etaSeconds >= 60 ? `${Math.floor(p.etaSeconds / 60)}m${Math.round(p.etaSeconds % 60)}s` : `${Math.round(p.etaSeconds)}s`;
+        const line = `tune ${bar} ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} exec ${(p.executedFraction * 100).toFixed(1)}% ${Math.round(p.tokensPerSecond)} tok/s ETA ${eta}${p.valLoss !== undefined ? ` val ${p.valLoss.toFixed(4)}` : ''}`;
+        if (tty) process.stderr.write(`\r${line}\x1b[K${p.step === p.steps ? '\n' : ''}`);
+        else if (p.step === p.steps || p.step % Math.max(1, Math.floor(p.steps / 10)) === 0) process.stderr.write(line + '\n');
+      },
+    });
+    const result = {
+      routers: r.routers,
+      granularity: r.granularity,
+      steps: r.steps,
+      trainLoss: r.trainLoss,
+      valLoss: r.valLoss,
+      skipRatio: r.skipRatio,
+      layers: r.layers,
+      thresholds: r.thresholds,
+      calibrated: r.calibrated,
+      tokensPerSecond: r.tokensPerSecond,
+    };
+    r.routerSet.dispose();
+    if (json) process.stdout.write(JSON.stringify(result) + '\n');
+    else {
+      const lines = [
+        `routers saved to ${r.routers} (${r.granularity}, ${r.steps} steps)`,
+        `train loss ${r.trainLoss.toFixed(4)}   validation loss ${r.valLoss.toFixed(4)}   skip ratio ${(r.skipRatio * 100).toFixed(1)}%`,
+        ...r.layers.map((l) => `  layer ${String(l.layer).padStart(3)}  executed ${(l.executedFraction * 100).toFixed(1)}%`),
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+    }
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
+
 async function bench(argv: string[]): Promise<number> {
   // dist/lib/cli → dist/bench
   // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -127,7 +263,7 @@ async function bench(argv: string[]): Promise<number> {
   return mod.runBench(argv);
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, logits, bench };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, tune: tuneCommand, logits, bench };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
