@@ -11,3 +11,10 @@ export { readConfig, normalizeConfig, SUPPORTED_FAMILIES, ConfigError } from './
 export type { ModelConfig, Family } from './model/config';
 export { loadTokenizer, TextTokenizer, TokenizerError } from './model/tokenizer';
 export { Checkpoint, SafetensorsFile, writeSafetensors, SafetensorsError } from './io/safetensors';
+export { Routers, GRANULARITIES, defaultLayers } from './routing/routers';
+export type { Granularity, RouterOptions, AttentionMode } from './routing/routers';
+export { saveRouters, loadRouters, modelFingerprint } from './routing/checkpoint';
+export { tune, evaluateRouted, calibrateThreshold } from './train/tune';
+export type { TuneOptions, TuneResult, TuneProgress } from './train/tune';
+export { loadExamples, splitExamples, BatchStream, DataError } from './train/data';
+export { randomModel, syntheticConfig } from './model/random';

@@ -20,6 +20,8 @@ import { DType, Tensor, dispose, tidy } from '../tensor';
 import { ModelConfig, readConfig } from './config';
 import { TextTokenizer, loadTokenizer } from './tokenizer';
 import { LayerWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
+import { RouterOptions, Routers } from '../routing/routers';
+import { loadRouters as loadRouterFile, saveRouters as saveRouterFile } from '../routing/checkpoint';
 
 export interface LoadModelOptions {
   device?: 'cpu';
@@ -70,6 +72,8 @@ export class CausalLM {
   private readonly invFreq: Tensor;
   private readonly attnScale: number;
   private disposed = false;
+  /** The attached routers (attachRouters, loadRouters, or a finished tune()). */
+  routers?: Routers;
 
   constructor(
     readonly config: ModelConfig,
@@ -293,11 +297,38 @@ export class CausalLM {
     }
   }
 
+  /** Attaches fresh (zero-initialised: execute everything) routers, replacing any attached ones. */
+  attachRouters(opts: RouterOptions): Routers {
+    this.ensureLive('attachRouters');
+    const r = new Routers(this.config, opts);
+    this.routers?.dispose();
+    this.routers = r;
+    return r;
+  }
+
+  /** Saves the attached routers (safetensors + metadata), atomically. */
+  saveRouters(file: string): void {
+    this.ensureLive('saveRouters');
+    if (!this.routers) throw new ArgumentError('saveRouters: no routers are attached (attachRouters, loadRouters or tune first)');
+    saveRouterFile(file, this, this.routers);
+  }
+
+  /** Loads routers saved for this model and attaches them. */
+  loadRouters(file: string, opts: { allowOtherModel?: boolean } = {}): Routers {
+    this.ensureLive('loadRouters');
+    const r = loadRouterFile(file, this, opts);
+    this.routers?.dispose();
+    this.routers = r;
+    return r;
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     disposeWeights(this.weights);
     this.invFreq.dispose();
+    this.routers?.dispose();
+    this.routers = undefined;
   }
 }
 

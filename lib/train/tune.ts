@@ -80,7 +80,7 @@ export interface TuneResult {
   thresholds: Record<string, number>;
   calibrated: boolean;
   tokensPerSecond: number;
-  /** The trained routers, attached to the model. */
+  /** The trained routers; they are also attached to the model (model.routers). */
   routerSet: Routers;
 }
 
@@ -268,6 +268,8 @@ export async function tune(model: CausalLM, options: TuneOptions): Promise<TuneR
       calibrated = true;
     }
     save(endStep);
+    // Attach the trained routers (routers attached before stay owned by their holder).
+    model.routers = routers;
     const ev = val.length ? evaluateRouted(model, routers, val, o.batchSize, o.maxValBatches) : { loss: NaN, layers: [] as LayerStats[], tokens: 0 };
     const elapsed = (Date.now() - t0) / 1000;
     return {

@@ -170,3 +170,29 @@ describe('router-tuning on a model with a redundant attention layer', () => {
   });
 });
 
+
+test('model.attachRouters / saveRouters / loadRouters round-trip, and mismatched checkpoints are refused', async () => {
+  const tmp2 = fs.mkdtempSync(path.join(os.tmpdir(), 'rt-attach-'));
+  const model = await loadModel(path.join(fixtures, 'qwen3'), { noTokenizer: true });
+  const other = await loadModel(path.join(fixtures, 'qwen2'), { noTokenizer: true });
+  try {
+    const r = model.attachRouters({ granularity: 'block-token', layers: [0, 2], threshold: 0.4, mode: 'keep-kv' });
+    r.weight(2).write(new Float32Array(r.weight(2).numel).fill(0.25));
+    const file = path.join(tmp2, 'r.safetensors');
+    model.saveRouters(file);
+    const back = model.loadRouters(file);
+    expect(back.granularity).toBe('block-token');
+    expect(back.layers).toEqual([0, 2]);
+    expect(back.mode).toBe('keep-kv');
+    expect(back.thresholds.get(2)).toBe(0.4);
+    expect(back.weight(2).toFloat32Array()[5]).toBe(0.25);
+    expect(() => other.loadRouters(file)).toThrow(/trained on another base model/);
+    expect(() => model.loadRouters(path.join(fixtures, 'qwen3', 'model.safetensors'))).toThrow(/not a router checkpoint/);
+    expect(() => model.attachRouters({ granularity: 'attn-seq', layers: [7] })).toThrow('attachRouters: layer 7 is out of range [0, 3)');
+    r.dispose();
+  } finally {
+    model.dispose();
+    other.dispose();
+    fs.rmSync(tmp2, { recursive: true, force: true });
+  }
+});
