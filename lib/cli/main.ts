@@ -143,6 +143,7 @@ Attaches routers to the model, trains only them, and saves them (safetensors + m
   --seq-len N          tokens per sequence (default 256)
   --val-every N        validation every N steps (default 50)
   --calibrate          set the threshold so the held-out skip ratio equals --target-skip
+  --lora-rank R        also train rank-R LoRA adapters on q/k/v/o and the MLP projections
   --seed N             seed for data order (default 0); runs are deterministic
   --out FILE           where to save the routers (default routers.safetensors)
   --resume FILE        continue a run saved with --out
@@ -169,7 +170,6 @@ async function tuneCommand(argv: string[]): Promise<number> {
   const data = o.get('--data');
   if (typeof dir !== 'string') throw new UsageError('--model DIR is required (the embedded default model is not bundled yet)');
   if (typeof data !== 'string') throw new UsageError('--data PATH is required (the embedded default corpus is not bundled yet)');
-  if (o.has('--lora-rank')) throw new UsageError('--lora-rank: LoRA + Router-Tuning is not available in this version');
   const { GRANULARITIES } = await import('../routing/routers');
   const granularity = (o.get('--granularity') as string | undefined) ?? 'attn-seq';
   if (!(GRANULARITIES as readonly string[]).includes(granularity))
@@ -213,6 +213,7 @@ async function tuneCommand(argv: string[]): Promise<number> {
       valEvery: num(o, '--val-every', 'int'),
       seed: num(o, '--seed', 'int'),
       calibrate: o.has('--calibrate'),
+      loraRank: num(o, '--lora-rank', 'int'),
       out,
       resume: o.get('--resume') as string | undefined,
       onProgress: (p) => {

@@ -19,7 +19,8 @@ import * as ops from '../ops';
 import { DType, Tensor, dispose, tidy } from '../tensor';
 import { ModelConfig, readConfig } from './config';
 import { TextTokenizer, loadTokenizer } from './tokenizer';
-import { LayerWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
+import { LayerWeights, LinearWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
+import { LoraSet, loadLora as loadLoraFile } from '../train/lora';
 import { RouterOptions, Routers } from '../routing/routers';
 import { loadRouters as loadRouterFile, saveRouters as saveRouterFile } from '../routing/checkpoint';
 
@@ -74,6 +75,8 @@ export class CausalLM {
   private disposed = false;
   /** The attached routers (attachRouters, loadRouters, or a finished tune()). */
   routers?: Routers;
+  /** LoRA adapters applied on top of the frozen projections (from tune with loraRank, or loadRouters). */
+  lora?: LoraSet;
 
   constructor(
     readonly config: ModelConfig,
@@ -160,9 +163,10 @@ export class CausalLM {
     const { B, T } = ctx;
     const N = B * T, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
     const { out: h } = ops.rmsnorm(x, w.inputNorm, cfg.rmsNormEps);
-    let q = ops.linear(h, w.q.weight, w.q.bias);
-    let k = ops.linear(h, w.k.weight, w.k.bias);
-    const v = ops.linear(h, w.v.weight, w.v.bias);
+    const pre = `model.layers.${l}.self_attn`;
+    let q = this.proj(h, w.q, `${pre}.q_proj`);
+    let k = this.proj(h, w.k, `${pre}.k_proj`);
+    const v = this.proj(h, w.v, `${pre}.v_proj`);
     let vv = v;
     if (cfg.qkNorm === 'head') {
       q = ops.rmsnorm(q.reshape([N * Hq, D]), w.qNorm!, cfg.rmsNormEps).out;
@@ -190,17 +194,28 @@ export class CausalLM {
     }
     const window = cfg.slidingWindow[l] ?? 0;
     const { out: att } = ops.attention(qr.reshape([B, T, Hq, D]), kc, vc, { qpos: ctx.qposT, kpos: ctx.kposT, window });
-    const o = ops.linear(att.reshape([N, Hq * D]), w.o.weight, w.o.bias);
+    const o = this.proj(att.reshape([N, Hq * D]), w.o, `${pre}.o_proj`);
     const x1 = ops.gatedResidual(x, o);
     const { out: h2 } = ops.rmsnorm(x1, w.postAttnNorm, cfg.rmsNormEps);
-    if (w.mlp) return ops.gatedResidual(x1, this.mlp(h2, w.mlp));
+    if (w.mlp) return ops.gatedResidual(x1, this.mlp(h2, w.mlp, `model.layers.${l}.mlp`));
     return this.moe(x1, h2, w.moe!);
   }
 
-  private mlp(h: Tensor, w: MlpWeights): Tensor {
-    const g = ops.linear(h, w.gate.weight, w.gate.bias);
-    const u = ops.linear(h, w.up.weight, w.up.bias);
-    return ops.linear(ops.swiglu(g, u), w.down.weight, w.down.bias);
+  /** A projection, with its LoRA adapter when one is attached. */
+  private proj(x: Tensor, w: LinearWeights, name: string): Tensor {
+    if (this.lora?.adapters.has(name)) {
+      const { y, u } = this.lora.forward(name, x, w);
+      u?.dispose();
+      return y;
+    }
+    return ops.linear(x, w.weight, w.bias);
+  }
+
+  private mlp(h: Tensor, w: MlpWeights, name?: string): Tensor {
+    const g = name ? this.proj(h, w.gate, `${name}.gate_proj`) : ops.linear(h, w.gate.weight, w.gate.bias);
+    const u = name ? this.proj(h, w.up, `${name}.up_proj`) : ops.linear(h, w.up.weight, w.up.bias);
+    const a = ops.swiglu(g, u);
+    return name ? this.proj(a, w.down, `${name}.down_proj`) : ops.linear(a, w.down.weight, w.down.bias);
   }
 
   private moe(x: Tensor, h: Tensor, w: MoeWeights): Tensor {
@@ -310,15 +325,24 @@ export class CausalLM {
   saveRouters(file: string): void {
     this.ensureLive('saveRouters');
     if (!this.routers) throw new ArgumentError('saveRouters: no routers are attached (attachRouters, loadRouters or tune first)');
-    saveRouterFile(file, this, this.routers);
+    saveRouterFile(file, this, this.routers, this.lora ? { lora: this.lora.metadata() } : {}, this.lora?.tensors());
   }
 
   /** Loads routers saved for this model and attaches them. */
   loadRouters(file: string, opts: { allowOtherModel?: boolean } = {}): Routers {
     this.ensureLive('loadRouters');
     const r = loadRouterFile(file, this, opts);
+    let lora: LoraSet | undefined;
+    try {
+      lora = loadLoraFile(file, this);
+    } catch (e) {
+      r.dispose();
+      throw e;
+    }
     this.routers?.dispose();
     this.routers = r;
+    this.lora?.dispose();
+    this.lora = lora;
     return r;
   }
 
@@ -329,6 +353,8 @@ export class CausalLM {
     this.invFreq.dispose();
     this.routers?.dispose();
     this.routers = undefined;
+    this.lora?.dispose();
+    this.lora = undefined;
   }
 }
 

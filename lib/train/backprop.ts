@@ -15,6 +15,7 @@ import { Tensor, dispose } from '../tensor';
 import { CausalLM } from '../model/causal_lm';
 import { LayerWeights, LinearWeights, MlpWeights, MoeWeights } from '../model/weights';
 import { Routers } from '../routing/routers';
+import type { LoraSet } from './lora';
 
 export interface Batch {
   ids: Int32Array;
@@ -143,6 +144,10 @@ export interface BackpropOptions {
   lossScale?: number;
   /** Also compute every base weight's gradient (the full-parameter baseline). */
   fullParams?: FullGrads;
+  /** LoRA adapters to apply and train (gradients accumulate into their gA/gB). */
+  lora?: LoraSet;
+  /** Apply `lora` without training it (set when the model's own adapters are used). */
+  loraFrozen?: boolean;
   /** Forward only (validation): no saves, no gradients. */
   noGrad?: boolean;
   /** Testing: added to each routed execution's gate value (seq [B], token [N], expert [N·K]); the hard decision is unchanged. */
@@ -167,6 +172,8 @@ class Ctx {
   readonly nValid: number;
   gateGrads?: Map<number, Float32Array>;
   scores?: Map<number, Float32Array>;
+  /** LoRA intermediates u = x·Aᵀ by projection name (freed with the context). */
+  readonly loraU = new Map<string, Tensor>();
   constructor(
     readonly model: CausalLM,
     readonly batch: Batch,
@@ -199,7 +206,8 @@ class Ctx {
     return this.opts.fullParams;
   }
   dispose(): void {
-    dispose([this.qpos, this.ropePos, this.maskT]);
+    dispose([this.qpos, this.ropePos, this.maskT, ...this.loraU.values()]);
+    this.loraU.clear();
   }
 }
 
@@ -287,12 +295,38 @@ function routeBackward(ctx: Ctx, l: number, rs: RouteSave, dgTok: Float32Array, 
 
 // ---------------------------------------------------------------------------- linear helpers
 
-function lin(x: Tensor, w: LinearWeights): Tensor {
+function lin(x: Tensor, w: LinearWeights, ctx?: Ctx, name?: string): Tensor {
+  const lora = ctx?.opts.lora;
+  if (lora && name && lora.adapters.has(name)) {
+    const { y, u } = lora.forward(name, x, w);
+    ctx!.loraU.get(name)?.dispose();
+    if (u) ctx!.loraU.set(name, u);
+    return y;
+  }
   return ops.linear(x, w.weight, w.bias);
 }
 
 /** dx of a linear (and its weight/bias grads in full-parameter mode, by name). */
 function linBack(ctx: Ctx, dy: Tensor, x: Tensor, w: LinearWeights, name: string, needInput: boolean): Tensor | undefined {
+  const full = ctx.full;
+  const u = ctx.loraU.get(name);
+  if (u && ctx.opts.lora && !ctx.opts.loraFrozen) {
+    // the adapter's gradients are always needed; its dx joins the base dx when asked for
+    const dxl = ctx.opts.lora.backward(name, dy, x, u);
+    const base = needInput || full ? linBackBase(ctx, dy, x, w, name, needInput) : undefined;
+    if (!needInput) {
+      dxl.dispose();
+      base?.dispose();
+      return undefined;
+    }
+    ops.axpy(base!, dxl, 1);
+    dxl.dispose();
+    return base;
+  }
+  return linBackBase(ctx, dy, x, w, name, needInput);
+}
+
+function linBackBase(ctx: Ctx, dy: Tensor, x: Tensor, w: LinearWeights, name: string, needInput: boolean): Tensor | undefined {
   const full = ctx.full;
   if (!needInput && !full) return undefined;
   const r = ops.linearBackward(dy, x, w.weight, {
@@ -315,11 +349,11 @@ function addInto(acc: Tensor | undefined, t: Tensor | undefined): Tensor | undef
 
 // ---------------------------------------------------------------------------- layer forward
 
-function mlpForward(h: Tensor, w: MlpWeights): { out: Tensor; save: MlpSave } {
-  const g = lin(h, w.gate);
-  const u = lin(h, w.up);
+function mlpForward(h: Tensor, w: MlpWeights, ctx?: Ctx, name?: string): { out: Tensor; save: MlpSave } {
+  const g = lin(h, w.gate, ctx, name && `${name}.gate_proj`);
+  const u = lin(h, w.up, ctx, name && `${name}.up_proj`);
   const a = ops.swiglu(g, u);
-  return { out: lin(a, w.down), save: { g, u, a } };
+  return { out: lin(a, w.down, ctx, name && `${name}.down_proj`), save: { g, u, a } };
 }
 
 function mlpBackward(ctx: Ctx, dout: Tensor, h: Tensor, w: MlpWeights, s: MlpSave, name: string): Tensor | undefined {
@@ -351,9 +385,10 @@ function attnCore(
 ): Omit<AttnSave, 'h' | 'rstd1'> {
   const cfg = ctx.cfg;
   const { B, T, N, D, Hq, Hkv } = d;
-  const q = lin(h, w.q);
-  const k = lin(h, w.k);
-  const v = lin(h, w.v);
+  const pre = `model.layers.${l}.self_attn`;
+  const q = lin(h, w.q, ctx, `${pre}.q_proj`);
+  const k = lin(h, w.k, ctx, `${pre}.k_proj`);
+  const v = lin(h, w.v, ctx, `${pre}.v_proj`);
   let qn = q, kn = k, rstdQ: Tensor | undefined, rstdK: Tensor | undefined;
   if (cfg.qkNorm === 'head') {
     const a = ops.rmsnorm(q.reshape([N * Hq, D]), w.qNorm!, cfg.rmsNormEps);
@@ -404,7 +439,7 @@ function attnCore(
     keep = { att: full.out, lse: full.lse, kpos: kposFull, attMod: att, gRows };
     att = merged;
   }
-  const fa = lin(att.reshape([N, Hq * D]), w.o);
+  const fa = lin(att.reshape([N, Hq * D]), w.o, ctx, `${pre}.o_proj`);
   return {
     q0: cfg.qkNorm !== 'none' ? q : undefined,
     k0: cfg.qkNorm !== 'none' ? k : undefined,
@@ -493,7 +528,7 @@ function layerForward(ctx: Ctx, l: number, x: Tensor): { y: Tensor; save: LayerS
   let mlp: MlpSave | undefined;
   let moe: MoeSave | undefined;
   if (w.mlp) {
-    const r = mlpForward(h2, w.mlp);
+    const r = mlpForward(h2, w.mlp, ctx, `model.layers.${l}.mlp`);
     fm = r.out;
     mlp = r.save;
   } else {
@@ -523,7 +558,7 @@ function layerBackward(ctx: Ctx, l: number, s: LayerSave, dy: Tensor, needInput:
   const full = ctx.full;
   // Activation gradients inside this layer are needed when the layer input's gradient is
   // (an earlier trainable layer), or in full-parameter mode; the router alone needs only dg.
-  const deep = needInput || !!full;
+  const deep = needInput || !!full || (!ctx.opts.loraFrozen && !!ctx.opts.lora?.inLayer(l));
   const toDispose: Tensor[] = [];
 
   // ---- MLP / MoE half: y = x1 + gM·F(h2)
@@ -810,11 +845,15 @@ export function capacityLoss(stats: LayerStats[], o: RegularizerOptions): { loss
  * opts.fullParams, scaled by opts.lossScale.
  */
 export function forwardBackward(model: CausalLM, batch: Batch, opts: BackpropOptions = {}): StepResult {
+  // LoRA attached to the model applies to every forward; it trains only when passed explicitly.
+  if (!opts.lora && model.lora) opts = { ...opts, lora: model.lora, loraFrozen: true };
   const ctx = new Ctx(model, batch, opts);
   const cfg = model.config;
   const routers = opts.routers;
   if (routers && !opts.noGrad && !opts.routerGrads) throw new Error('forwardBackward: routerGrads are required to train routers');
-  const firstTrainable = opts.fullParams ? 0 : routers ? Math.min(...routers.layers) : cfg.numLayers;
+  const firstTrainable = opts.fullParams
+    ? 0
+    : Math.min(routers ? Math.min(...routers.layers) : cfg.numLayers, opts.lora && !opts.loraFrozen ? opts.lora.firstLayer : cfg.numLayers);
   const saves = new Map<number, LayerSave>();
   const transient: Tensor[] = [];
   try {

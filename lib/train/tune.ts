@@ -15,6 +15,7 @@ import { forwardBackward, RegularizerKind, LayerStats } from './backprop';
 import { BatchStream, BatchStreamState, Example, collate, loadExamples, splitExamples } from './data';
 import { AdamW, Param, clipGradNorm } from './optimizer';
 import { learningRate } from './schedule';
+import { LoraSet, loadLora } from './lora';
 
 export interface TuneOptions {
   /** Training data: a text file/folder or JSONL (see loadExamples); or `examples`. */
@@ -52,6 +53,9 @@ export interface TuneOptions {
   checkpointEvery?: number;
   /** After training, set the threshold so that the held-out skip ratio equals targetSkip. */
   calibrate?: boolean;
+  /** LoRA + Router-Tuning: rank of adapters on q/k/v/o and the MLP projections (0 = none). */
+  loraRank?: number;
+  loraAlpha?: number;
   /** Stop (after checkpointing) once this many steps are done — an interruption, for tests. */
   stopAfter?: number;
   onProgress?: (p: TuneProgress) => void;
@@ -198,6 +202,11 @@ export async function tune(model: CausalLM, options: TuneOptions): Promise<TuneR
     routers = new Routers(model.config, { granularity: o.granularity, layers: o.layers, threshold: o.threshold, mode: o.mode });
     stream = new BatchStream(train, streamOpts);
   }
+  // LoRA adapters: fresh, or restored with the routers when resuming
+  let lora: LoraSet | undefined;
+  if (o.resume) lora = loadLora(o.resume, model);
+  else if (o.loraRank) lora = new LoraSet(model, { rank: o.loraRank, alpha: o.loraAlpha, seed: o.seed });
+  if (lora) model.lora = lora;
   const grads = new Map<number, Tensor>();
   const params: Param[] = [];
   for (const [l, w] of routers.weights) {
@@ -205,6 +214,7 @@ export async function tune(model: CausalLM, options: TuneOptions): Promise<TuneR
     grads.set(l, g);
     params.push({ name: `router.${l}.weight`, value: w, grad: g });
   }
+  if (lora) params.push(...lora.params());
   const opt = new AdamW(params, { weightDecay: o.weightDecay });
   if (savedOpt) {
     opt.loadState(savedOpt.tensors, savedOpt.step);
@@ -212,14 +222,15 @@ export async function tune(model: CausalLM, options: TuneOptions): Promise<TuneR
   }
   const warmup = o.warmupSteps ?? Math.floor(o.steps * 0.1);
   const regularizer = { lambda: o.lambda, targetSkip: o.targetSkip, kind: o.regularizer };
-  const runOptions = { granularity: routers.granularity, targetSkip: o.targetSkip, lambda: o.lambda, regularizer: o.regularizer, steps: o.steps, lr: o.lr, batchSize: o.batchSize, gradAccum: o.gradAccum, seqLen: o.seqLen, seed: o.seed };
+  const runOptions = { loraRank: o.loraRank ?? 0, granularity: routers.granularity, targetSkip: o.targetSkip, lambda: o.lambda, regularizer: o.regularizer, steps: o.steps, lr: o.lr, batchSize: o.batchSize, gradAccum: o.gradAccum, seqLen: o.seqLen, seed: o.seed };
 
   const save = (step: number) => {
     if (!o.out) return;
     const trainState = JSON.stringify({ step, stream: stream.state, optimizerStep: opt.stepCount });
     // optimiser moments ride in the same file: one atomic write, one consistent step
     const extra: Record<string, Tensor> = opt.stateTensors();
-    saveRoutersWithState(o.out, model, routers, extra, { step: String(step), trainState, options: JSON.stringify(runOptions) });
+    if (lora) for (const [name, t] of lora.tensors()) extra[name] = t;
+    saveRoutersWithState(o.out, model, routers, extra, { step: String(step), trainState, options: JSON.stringify(runOptions), ...(lora ? { lora: lora.metadata() } : {}) });
   };
 
   let trainLossSum = 0, trainLossN = 0, tokensSeen = 0;
@@ -232,7 +243,7 @@ export async function tune(model: CausalLM, options: TuneOptions): Promise<TuneR
       let loss = 0, ce = 0, exec = 0, total = 0;
       for (let m = 0; m < o.gradAccum; m++) {
         const batch = stream.next();
-        const r = forwardBackward(model, batch, { routers, routerGrads: grads, regularizer, lossScale: 1 / o.gradAccum });
+        const r = forwardBackward(model, batch, { routers, routerGrads: grads, regularizer, lossScale: 1 / o.gradAccum, lora });
         loss += r.loss / o.gradAccum;
         ce += r.ce / o.gradAccum;
         for (const s of r.layers) {
