@@ -1,43 +1,30 @@
-import { main } from '../lib/cli/main';
+import { runCli } from './helpers/cli';
 
-async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = jest.spyOn(process.stdout, 'write').mockImplementation((s: any) => ((out += String(s)), true));
-  const e = jest.spyOn(process.stderr, 'write').mockImplementation((s: any) => ((err += String(s)), true));
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 describe('router-tuning CLI', () => {
   test('info --json prints backendInfo() as one JSON object', async () => {
-    const r = await run(['info', '--json']);
+    const r = await runCli(['info', '--json']);
     expect(r.code).toBe(0);
     const info = JSON.parse(r.out);
     expect(info).toMatchObject({ cuda: false, simd: expect.any(String), threads: expect.any(Number) });
     expect(info.memory).toHaveProperty('allocatedBytes');
   });
   test('info prints a readable summary', async () => {
-    const r = await run(['info']);
+    const r = await runCli(['info']);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/threads, SIMD/);
   });
   test('unknown flags and commands are usage errors (exit 2) without stack traces', async () => {
-    const a = await run(['info', '--nope']);
+    const a = await runCli(['info', '--nope']);
     expect(a.code).toBe(2);
     expect(a.err).toBe("router-tuning info: unknown option '--nope' (allowed: --json, --help, -h)\n");
-    const b = await run(['frobnicate']);
+    const b = await runCli(['frobnicate']);
     expect(b.code).toBe(2);
     expect(b.err).toMatch(/unknown command 'frobnicate'/);
     expect(b.err).not.toMatch(/at .*\.ts:\d+/);
   });
   test('--help exits 0', async () => {
-    expect((await run(['--help'])).code).toBe(0);
-    expect((await run(['info', '--help'])).out).toMatch(/usage: router-tuning info/);
+    expect((await runCli(['--help'])).code).toBe(0);
+    expect((await runCli(['info', '--help'])).out).toMatch(/usage: router-tuning info/);
   });
 });

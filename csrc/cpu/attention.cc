@@ -49,27 +49,8 @@ constexpr float kNegInf = -INFINITY;
 
 // ---- vectorised row helpers ---------------------------------------------------------
 
-// exp(x): rt::fast_exp's range reduction and polynomial, but rounding n with the
-// 1.5·2^23 trick instead of std::floor, which GCC only vectorises under
-// -fno-trapping-math (with floor the exp loops below compile to scalar code).
-__attribute__((always_inline)) inline float exp_approx(float x_in) {
-  float x = x_in < -87.3f ? -87.3f : (x_in > 88.7f ? 88.7f : x_in);
-  const float magic = 12582912.f;  // 1.5·2^23: adding it rounds to the nearest integer
-  float n = (x * 1.44269504088896341f + magic) - magic;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  return x_in < -87.3f ? 0.0f : p * scale;
-}
+// exp(x): the shared vectorisable rt::fast_exp (simd.h).
+__attribute__((always_inline)) inline float exp_approx(float x) { return rt::fast_exp(x); }
 
 // Reductions keep kLanes independent partial results: GCC does not vectorise a plain
 // float sum or max (it would reorder the operations), but it vectorises the lane loop.

@@ -18,28 +18,16 @@
 #include "parallel.h"
 #include "rt/gather_scatter.h"
 #include "simd.h"
+#include "vec.h"
 
 namespace {
 
-struct Scratch {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  ~Scratch() {
-    if (ptr) rt_free(ptr, bytes);
-  }
-  template <typename T>
-  T* get(int64_t n) {
-    bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(T);
-    ptr = rt_alloc(bytes);
-    return static_cast<T*>(ptr);
-  }
-};
+using rt::add_f32;
+using rt::Scratch;
+
 
 constexpr int64_t kGrainElems = int64_t(1) << 15;  // floats per chunk (128 KB)
 
-RT_SIMD_CLONES void add_f32(float* y, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
 
 int64_t row_grain(int64_t C) { return C > 0 ? (kGrainElems + C - 1) / C : kGrainElems; }
 

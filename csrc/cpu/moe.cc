@@ -30,52 +30,22 @@
 #include "parallel.h"
 #include "rt/moe.h"
 #include "simd.h"
+#include "vec.h"
 
 namespace {
+
+using rt::dot_f32;
+using rt::add_f32;
+using rt::axpy_f32;
+using rt::scale_f32;
+using rt::Scratch;
 
 constexpr int64_t kRowBlock = 512;  // sorted rows per GEMM task
 constexpr int64_t kColBlock = 256;  // output columns per GEMM task
 
-struct Scratch {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  Scratch() = default;
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() {
-    if (ptr) rt_free(ptr, bytes);
-  }
-  template <typename T>
-  T* get(int64_t n) {
-    bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(T);
-    ptr = rt_alloc(bytes);
-    return static_cast<T*>(ptr);
-  }
-};
 
 RT_SIMD_CLONES void widen_bf16(float* out, const rt_bf16* in, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = rt::bf16_to_f32(in[i]);
-}
-RT_SIMD_CLONES void add_f32(float* y, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
-RT_SIMD_CLONES void axpy_f32(float* y, const float* x, float a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-RT_SIMD_CLONES void scale_f32(float* y, const float* x, float a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = a * x[i];
-}
-RT_SIMD_CLONES float dot_f32(const float* a, const float* b, int64_t n) {
-  constexpr int L = 32;
-  float acc[L] = {0};
-  int64_t i = 0;
-  for (; i + L <= n; i += L)
-    for (int k = 0; k < L; ++k) acc[k] += a[i + k] * b[i + k];
-  float tail = 0.f;
-  for (; i < n; ++i) tail += a[i] * b[i];
-  for (int w = L / 2; w > 0; w /= 2)
-    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
-  return acc[0] + tail;
 }
 // h = silu(g) * u
 RT_SIMD_CLONES void swiglu_f32(float* h, const float* g, const float* u, int64_t n) {

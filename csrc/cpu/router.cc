@@ -20,48 +20,21 @@
 #include "parallel.h"
 #include "rt/router.h"
 #include "simd.h"
+#include "vec.h"
 
 namespace {
+
+using rt::dot_f32;
+using rt::add_f32;
+using rt::axpy_f32;
+using rt::Scratch;
 
 constexpr int64_t kChunkElems = int64_t(1) << 16;  // elements of h per scoring chunk (256 KB)
 constexpr int64_t kPartialElems = int64_t(1) << 18;  // elements of h per dw / pooling partial (1 MB)
 
 // Scratch from rt_alloc, freed on scope exit (the kernels never throw).
-struct Scratch {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  ~Scratch() {
-    if (ptr) rt_free(ptr, bytes);
-  }
-  template <typename T>
-  T* get(int64_t n) {
-    bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(T);
-    ptr = rt_alloc(bytes);
-    return static_cast<T*>(ptr);
-  }
-};
 
-// Dot product with 32 independent accumulators: vectorises without -ffast-math and the
-// summation order is fixed (deterministic).
-RT_SIMD_CLONES float dot_f32(const float* a, const float* b, int64_t n) {
-  constexpr int L = 32;
-  float acc[L] = {0};
-  int64_t i = 0;
-  for (; i + L <= n; i += L)
-    for (int k = 0; k < L; ++k) acc[k] += a[i + k] * b[i + k];
-  float tail = 0.f;
-  for (; i < n; ++i) tail += a[i] * b[i];
-  for (int w = L / 2; w > 0; w /= 2)
-    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
-  return acc[0] + tail;
-}
 
-RT_SIMD_CLONES void axpy_f32(float* y, const float* x, float alpha, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
-RT_SIMD_CLONES void add_f32(float* y, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
 
 // y += a + b + c + d: four rows per pass halves the partial's load/store traffic.
 RT_SIMD_CLONES void add4_f32(float* y, const float* a, const float* b, const float* c, const float* d, int64_t n) {

@@ -4,7 +4,7 @@ import * as path from 'path';
 import { loadModel } from '../../lib/model/causal_lm';
 import { Checkpoint, writeSafetensors } from '../../lib/io/safetensors';
 import { Tensor, dispose } from '../../lib';
-import { main } from '../../lib/cli/main';
+import { runCli } from '../helpers/cli';
 
 const fixture = path.join(__dirname, '..', 'fixtures', 'models', 'qwen2');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rt-load-'));
@@ -71,22 +71,11 @@ describe('loading bad model folders', () => {
 });
 
 describe('router-tuning logits', () => {
-  async function run(argv: string[]) {
-    let out = '', err = '';
-    const o = jest.spyOn(process.stdout, 'write').mockImplementation((s: any) => ((out += String(s)), true));
-    const e = jest.spyOn(process.stderr, 'write').mockImplementation((s: any) => ((err += String(s)), true));
-    try {
-      return { code: await main(argv), out, err };
-    } finally {
-      o.mockRestore();
-      e.mockRestore();
-    }
-  }
 
   test('--json prints shape and row-major logits; --out writes raw float32', async () => {
     const golden = JSON.parse(fs.readFileSync(path.join(fixture, 'golden.json'), 'utf8'));
     const p = golden.prompts[0];
-    const r = await run(['logits', '--model', fixture, '--ids', p.ids.join(','), '--json']);
+    const r = await runCli(['logits', '--model', fixture, '--ids', p.ids.join(','), '--json']);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
     expect(j.shape).toEqual([p.ids.length, 300]);
@@ -94,19 +83,19 @@ describe('router-tuning logits', () => {
     const m = Math.max(...ref.map(Math.abs));
     expect(Math.max(...j.logits.map((v: number, i: number) => Math.abs(v - ref[i])))).toBeLessThanOrEqual(1e-4 * m);
     const file = path.join(tmp, 'logits.bin');
-    expect((await run(['logits', '--model', fixture, '--ids', '1,2', '--out', file])).code).toBe(0);
+    expect((await runCli(['logits', '--model', fixture, '--ids', '1,2', '--out', file])).code).toBe(0);
     expect(fs.statSync(file).size).toBe(2 * 300 * 4);
   });
 
   test('bad usage and bad input exit 2 with a message', async () => {
-    expect((await run(['logits', '--model', fixture])).err).toMatch(/--ids is required/);
-    const bad = await run(['logits', '--model', fixture, '--ids', '1,x', '--json']);
+    expect((await runCli(['logits', '--model', fixture])).err).toMatch(/--ids is required/);
+    const bad = await runCli(['logits', '--model', fixture, '--ids', '1,x', '--json']);
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--ids expected comma-separated non-negative integers, received 'x'/);
-    const oov = await run(['logits', '--model', fixture, '--ids', '1,999', '--json']);
+    const oov = await runCli(['logits', '--model', fixture, '--ids', '1,999', '--json']);
     expect(oov.code).toBe(2);
     expect(oov.err).toMatch(/token id 999 at position 1 is outside the vocabulary/);
-    const missing = await run(['logits', '--model', path.join(tmp, 'none'), '--ids', '1', '--json']);
+    const missing = await runCli(['logits', '--model', path.join(tmp, 'none'), '--ids', '1', '--json']);
     expect(missing.code).toBe(2);
   });
 });

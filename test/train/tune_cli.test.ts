@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../../lib/cli/main';
+import { runCli } from '../helpers/cli';
 import { SUPPORTED_FAMILIES } from '../../lib/model/config';
 import { GRANULARITIES } from '../../lib/routing/routers';
 
@@ -10,17 +10,6 @@ const data = path.join(__dirname, '..', 'fixtures', 'data');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rt-tune-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function run(argv: string[]) {
-  let out = '', err = '';
-  const o = jest.spyOn(process.stdout, 'write').mockImplementation((s: any) => ((out += String(s)), true));
-  const e = jest.spyOn(process.stderr, 'write').mockImplementation((s: any) => ((err += String(s)), true));
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 const moeFamilies = new Set(['mixtral', 'olmoe', 'qwen2_moe', 'qwen3_moe']);
 const cases: [string, string][] = [];
@@ -30,7 +19,7 @@ for (const f of SUPPORTED_FAMILIES)
 describe('router-tuning tune --json on every family and granularity', () => {
   test.each(cases)('%s / %s', async (family, granularity) => {
     const out = path.join(tmp, `${family}-${granularity}.safetensors`);
-    const r = await run(['tune', '--model', path.join(fixtures, family), '--data', path.join(data, 'text'), '--granularity', granularity, '--steps', '2', '--seq-len', '24', '--batch-size', '2', '--out', out, '--json']);
+    const r = await runCli(['tune', '--model', path.join(fixtures, family), '--data', path.join(data, 'text'), '--granularity', granularity, '--steps', '2', '--seq-len', '24', '--batch-size', '2', '--out', out, '--json']);
     expect(r.err).not.toMatch(/Error/);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
@@ -45,7 +34,7 @@ describe('router-tuning tune --json on every family and granularity', () => {
 
 test('instruction JSONL trains on responses; --steps 0 routers execute everything', async () => {
   const out = path.join(tmp, 'zero.safetensors');
-  const r = await run(['tune', '--model', path.join(fixtures, 'llama'), '--data', path.join(data, 'instruct.jsonl'), '--steps', '0', '--seq-len', '64', '--out', out, '--json']);
+  const r = await runCli(['tune', '--model', path.join(fixtures, 'llama'), '--data', path.join(data, 'instruct.jsonl'), '--steps', '0', '--seq-len', '64', '--out', out, '--json']);
   expect(r.code).toBe(0);
   const j = JSON.parse(r.out);
   expect(j.skipRatio).toBe(0);
@@ -53,18 +42,18 @@ test('instruction JSONL trains on responses; --steps 0 routers execute everythin
 });
 
 test('usage errors exit 2 with a message', async () => {
-  const a = await run(['tune', '--model', path.join(fixtures, 'llama')]);
+  const a = await runCli(['tune', '--model', path.join(fixtures, 'llama')]);
   expect(a.code).toBe(2);
   expect(a.err).toMatch(/--data PATH is required/);
-  const b = await run(['tune', '--model', path.join(fixtures, 'llama'), '--data', data, '--granularity', 'layer-seq']);
+  const b = await runCli(['tune', '--model', path.join(fixtures, 'llama'), '--data', data, '--granularity', 'layer-seq']);
   expect(b.code).toBe(2);
   expect(b.err).toMatch(/--granularity expected one of attn-seq/);
-  const c = await run(['tune', '--model', path.join(fixtures, 'llama'), '--data', data, '--steps', 'ten']);
+  const c = await runCli(['tune', '--model', path.join(fixtures, 'llama'), '--data', data, '--steps', 'ten']);
   expect(c.err).toMatch(/--steps expected an integer, received 'ten'/);
-  const d = await run(['tune', '--model', path.join(fixtures, 'llama'), '--data', path.join(tmp, 'missing.txt')]);
+  const d = await runCli(['tune', '--model', path.join(fixtures, 'llama'), '--data', path.join(tmp, 'missing.txt')]);
   expect(d.code).toBe(2);
   expect(d.err).toMatch(/missing.txt/);
-  const e = await run(['tune', '--model', path.join(fixtures, 'llama'), '--data', data, '--granularity', 'expert', '--steps', '1']);
+  const e = await runCli(['tune', '--model', path.join(fixtures, 'llama'), '--data', data, '--granularity', 'expert', '--steps', '1']);
   expect(e.code).toBe(2);
   expect(e.err).toMatch(/needs a mixture-of-experts model/);
 });
