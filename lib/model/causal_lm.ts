@@ -21,6 +21,8 @@ import { ModelConfig, readConfig } from './config';
 import { TextTokenizer, loadTokenizer } from './tokenizer';
 import { LayerWeights, LinearWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
 import { LoraSet, loadLora as loadLoraFile } from '../train/lora';
+import { KVCache, LayerKV } from '../infer/kv_cache';
+export { KVCache } from '../infer/kv_cache';
 import { RouterOptions, Routers } from '../routing/routers';
 import { loadRouters as loadRouterFile, saveRouters as saveRouterFile } from '../routing/checkpoint';
 
@@ -32,42 +34,32 @@ export interface LoadModelOptions {
   noTokenizer?: boolean;
 }
 
-export class KVCache {
-  readonly k: Tensor[];
-  readonly v: Tensor[];
-  /** Position of each slot, [B, capacity]; −1 = empty or padding. */
-  readonly slotPos: Int32Array;
-  /** Slots filled so far (the same for every sequence of the batch). */
-  used = 0;
-  /** Next position of each sequence (= its number of real tokens so far). */
-  readonly nextPos: Int32Array;
-
-  constructor(
-    readonly batch: number,
-    readonly capacity: number,
-    cfg: ModelConfig,
-  ) {
-    const shape = [batch, capacity, cfg.numKvHeads, cfg.headDim];
-    this.k = [];
-    this.v = [];
-    // Zeroed: empty slots are masked out, but attention multiplies their (zero) probability
-    // by their values, so they must hold finite numbers, never uninitialised memory.
-    for (let l = 0; l < cfg.numLayers; l++) {
-      this.k.push(Tensor.zeros(shape).keep());
-      this.v.push(Tensor.zeros(shape).keep());
-    }
-    this.slotPos = new Int32Array(batch * capacity).fill(-1);
-    this.nextPos = new Int32Array(batch);
-  }
-
-  get bytes(): number {
-    return this.k.reduce((s, t) => s + t.numel * 8, 0);
-  }
-
-  dispose(): void {
-    dispose([this.k, this.v]);
-  }
+/** Executed/total counts per routed layer, accumulated over forwards (seq: per sequence at prefill; token: per token). */
+export interface RoutingStats {
+  layers: Map<number, { executed: number; total: number }>;
 }
+
+export interface ForwardOptions {
+  /** Use the attached routers (default true when routers are attached). */
+  routing?: boolean;
+  /** Accumulates executed/total counts per routed layer. */
+  stats?: RoutingStats;
+}
+
+interface InferCtx {
+  B: number;
+  T: number;
+  N: number;
+  pos: Int32Array;
+  validRows: Int32Array;
+  cache: KVCache;
+  prefill: boolean;
+  routers?: Routers;
+  stats?: RoutingStats;
+  mask: Int32Array | null;
+}
+
+const allRows = (rows: Int32Array, N: number) => rows.length === N;
 
 export class CausalLM {
   private readonly invFreq: Tensor;
@@ -100,6 +92,7 @@ export class CausalLM {
     if (this.disposed) throw new RouterTuningError('RT_ERR_DISPOSED', `${op}: the model was disposed`);
   }
 
+  /** A KV cache for `batch` sequences (capacity is a hint; slots are allocated as used). */
   newCache(batch: number, capacity: number): KVCache {
     return new KVCache(batch, capacity, this.config);
   }
@@ -117,88 +110,220 @@ export class CausalLM {
   /**
    * Appends a [B, T] block of tokens (row-major ids, 0/1 mask or all ones) to the cache
    * and returns the logits of every new token, [B·T, V] (padding rows are meaningless).
+   * With routers attached, skipped layers are really skipped: only the executed rows are
+   * gathered, computed and scattered back, and skipped work gets no KV slot.
    */
-  forward(ids: Int32Array, mask: Int32Array | null, B: number, T: number, cache: KVCache): Tensor {
+  forward(ids: Int32Array, mask: Int32Array | null, B: number, T: number, cache: KVCache, opts: ForwardOptions = {}): Tensor {
     this.ensureLive('forward');
     if (ids.length !== B * T) throw new ArgumentError(`forward: expected ${B * T} ids for [B, T] = [${B}, ${T}], received ${ids.length}`);
     if (cache.batch !== B) throw new ArgumentError(`forward: the cache holds ${cache.batch} sequences, the input ${B}`);
-    if (cache.used + T > cache.capacity)
-      throw new ArgumentError(`forward: ${cache.used} cached + ${T} new tokens exceed the cache capacity ${cache.capacity}`);
+    if (mask && mask.length !== B * T) throw new ArgumentError(`forward: expected a mask of ${B * T} values, received ${mask.length}`);
     this.checkIds('forward', ids);
     const cfg = this.config;
-    // Positions of the new tokens, and the slot table after appending them.
-    const qpos = new Int32Array(B * T);
+    const N = B * T;
+    const pos = new Int32Array(N);
+    const valid: number[] = [];
     for (let b = 0; b < B; b++)
       for (let t = 0; t < T; t++) {
-        const valid = !mask || mask[b * T + t] !== 0;
-        const p = valid ? cache.nextPos[b]++ : -1;
-        qpos[b * T + t] = p;
-        cache.slotPos[b * cache.capacity + cache.used + t] = p;
+        const r = b * T + t;
+        if (!mask || mask[r] !== 0) {
+          pos[r] = cache.nextPos[b]++;
+          valid.push(r);
+        } else pos[r] = -1;
       }
-    const start = cache.used;
-    cache.used += T;
+    const routing = opts.routing ?? true;
+    const ctx: InferCtx = {
+      B,
+      T,
+      N,
+      pos,
+      validRows: Int32Array.from(valid),
+      cache,
+      prefill: cache.steps === 0,
+      routers: routing ? this.routers : undefined,
+      stats: opts.stats,
+      mask,
+    };
+    cache.steps++;
     return tidy(() => {
-      const idT = Tensor.from(ids, [B * T], 'int32');
-      const qposT = Tensor.from(qpos, [B, T], 'int32');
-      const ropePos = Tensor.from(qpos.map((p) => Math.max(p, 0)), [B * T], 'int32');
-      const kposT = Tensor.from(cache.slotPos, [B, cache.capacity], 'int32');
+      const idT = Tensor.from(ids, [N], 'int32');
       let x = ops.embedding(idT, this.weights.embed); // [B·T, C]
       for (let l = 0; l < cfg.numLayers; l++) {
         const prev = x;
-        x = tidy(() => this.layer(l, x, { B, T, start, cache, qposT, kposT, ropePos }));
-        prev.dispose();
+        x = tidy(() => this.layer(l, x, ctx));
+        if (x !== prev) prev.dispose();
       }
       const { out: hf } = ops.rmsnorm(x, this.weights.finalNorm, cfg.rmsNormEps);
       return ops.linear(hf, this.weights.lmHead);
     });
   }
 
-  private layer(
-    l: number,
-    x: Tensor,
-    ctx: { B: number; T: number; start: number; cache: KVCache; qposT: Tensor; kposT: Tensor; ropePos: Tensor },
-  ): Tensor {
+  /** Rows of `t` ([N, C]) listed in `rows`; `t` itself when rows is every row in order. */
+  private take(t: Tensor, rows: Int32Array): Tensor {
+    if (allRows(rows, t.shape[0])) return t;
+    return ops.gatherRows(t, Tensor.from(rows, [rows.length], 'int32'));
+  }
+
+  /** x + f on `rows` (a fresh tensor). */
+  private addRows(x: Tensor, f: Tensor, rows: Int32Array): Tensor {
+    if (allRows(rows, x.shape[0])) return ops.gatedResidual(x, f);
+    const out = x.clone();
+    if (rows.length) ops.scatterRows(out, f, Tensor.from(rows, [rows.length], 'int32'), { accumulate: true });
+    return out;
+  }
+
+  private record(ctx: InferCtx, l: number, executed: number, total: number): void {
+    if (!ctx.stats) return;
+    const s = ctx.stats.layers.get(l) ?? { executed: 0, total: 0 };
+    s.executed += executed;
+    s.total += total;
+    ctx.stats.layers.set(l, s);
+  }
+
+  /**
+   * The rows (of the valid ones) that run a routed part of layer l, deciding from `h`.
+   * seq: one decision per sequence at prefill, reused while decoding; token: per token.
+   */
+  private decide(l: number, h: Tensor, ctx: InferCtx): Int32Array {
+    const r = ctx.routers!;
+    const tau = r.thresholds.get(l)!;
+    const w = r.weight(l);
+    if (r.level === 'seq') {
+      let dec = ctx.cache.seqDecisions.get(l);
+      if (!dec) {
+        const { B, T } = ctx;
+        const maskT = Tensor.from(ctx.mask ?? new Int32Array(B * T).fill(1), [B, T], 'int32');
+        const s = ops.routerScoreSequences(h.reshape([B, T, h.shape[1]]), w, tau, maskT);
+        dec = Uint8Array.from(s.gate.toFloat32Array());
+        ctx.cache.seqDecisions.set(l, dec);
+        this.record(ctx, l, dec.reduce((a, b) => a + b, 0), B);
+      }
+      const d = dec;
+      return ctx.validRows.filter((row) => d[Math.floor(row / ctx.T)] === 1);
+    }
+    const s = ops.routerScoreTokens(h, w, tau);
+    const gate = s.gate.toFloat32Array();
+    const rows = ctx.validRows.filter((row) => gate[row] === 1);
+    this.record(ctx, l, rows.length, ctx.validRows.length);
+    return rows;
+  }
+
+  private layer(l: number, x: Tensor, ctx: InferCtx): Tensor {
     const cfg = this.config;
     const w = this.weights.layers[l];
-    const { B, T } = ctx;
-    const N = B * T, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const r = ctx.routers?.has(l) ? ctx.routers : undefined;
+    const target = r?.target;
     const { out: h } = ops.rmsnorm(x, w.inputNorm, cfg.rmsNormEps);
-    const pre = `model.layers.${l}.self_attn`;
-    let q = this.proj(h, w.q, `${pre}.q_proj`);
-    let k = this.proj(h, w.k, `${pre}.k_proj`);
-    const v = this.proj(h, w.v, `${pre}.v_proj`);
-    let vv = v;
-    if (cfg.qkNorm === 'head') {
-      q = ops.rmsnorm(q.reshape([N * Hq, D]), w.qNorm!, cfg.rmsNormEps).out;
-      k = ops.rmsnorm(k.reshape([N * Hkv, D]), w.kNorm!, cfg.rmsNormEps).out;
-    } else if (cfg.qkNorm === 'full') {
-      q = ops.rmsnorm(q, w.qNorm!, cfg.rmsNormEps).out;
-      k = ops.rmsnorm(k, w.kNorm!, cfg.rmsNormEps).out;
+    // ---- attention: which tokens query, which write K/V
+    let attnRows = ctx.validRows;
+    let kvRows = ctx.validRows;
+    const lkv = ctx.cache.layers[l];
+    if (target === 'attn' || target === 'block') {
+      attnRows = this.decide(l, h, ctx);
+      kvRows = r!.level === 'token' && r!.mode === 'keep-kv' ? ctx.validRows : attnRows;
+      if (!lkv.assigned) lkv.assignRows(r!.level === 'seq' ? ctx.cache.seqDecisions.get(l)! : new Uint8Array(ctx.B).fill(1));
+    } else if (!lkv.assigned) lkv.assignRows(new Uint8Array(ctx.B).fill(1));
+    let x1 = x;
+    if (kvRows.length > 0) {
+      const pre = `model.layers.${l}.self_attn`;
+      const hk = this.take(h, kvRows);
+      const kvPos = Tensor.from(kvRows.map((row) => ctx.pos[row]), [kvRows.length], 'int32');
+      let k = this.proj(hk, w.k, `${pre}.k_proj`);
+      let v = this.proj(hk, w.v, `${pre}.v_proj`);
+      k = this.qkNormClip(k, w.kNorm, Hkv);
+      if (cfg.clipQkv !== undefined) v = ops.clamp(v, -cfg.clipQkv, cfg.clipQkv);
+      const kr = ops.rope(k.reshape([kvRows.length, Hkv, D]), kvPos, this.invFreq, { attnScale: this.attnScale });
+      this.appendKV(lkv, kr.reshape([kvRows.length, Hkv * D]), v, kvRows, ctx);
+      if (attnRows.length > 0) {
+        const same = attnRows === kvRows;
+        const hq = same ? hk : this.take(h, attnRows);
+        const qPos = same ? kvPos : Tensor.from(attnRows.map((row) => ctx.pos[row]), [attnRows.length], 'int32');
+        let q = this.proj(hq, w.q, `${pre}.q_proj`);
+        q = this.qkNormClip(q, w.qNorm, Hq);
+        const qr = ops.rope(q.reshape([attnRows.length, Hq, D]), qPos, this.invFreq, { attnScale: this.attnScale });
+        const att = this.attendCached(l, qr.reshape([attnRows.length, Hq * D]), attnRows, lkv, ctx);
+        const o = this.proj(att, w.o, `${pre}.o_proj`);
+        x1 = this.addRows(x, o, attnRows);
+      }
     }
-    if (cfg.clipQkv !== undefined) {
-      // OLMoE: clamp q, k, v to ±clip_qkv after the q/k norms, before RoPE.
-      const c = cfg.clipQkv;
-      q = ops.clamp(q, -c, c);
-      k = ops.clamp(k, -c, c);
-      vv = ops.clamp(v, -c, c);
-    }
-    const qr = ops.rope(q.reshape([N, Hq, D]), ctx.ropePos, this.invFreq, { attnScale: this.attnScale });
-    const kr = ops.rope(k.reshape([N, Hkv, D]), ctx.ropePos, this.invFreq, { attnScale: this.attnScale });
-    // Append the new keys/values to each sequence's slots.
-    const kc = ctx.cache.k[l], vc = ctx.cache.v[l];
-    const rowElems = Hkv * D;
-    for (let b = 0; b < B; b++) {
-      const dst = (b * ctx.cache.capacity + ctx.start) * rowElems;
-      kc.copyFrom(kr, dst, b * T * rowElems, T * rowElems);
-      vc.copyFrom(vv, dst, b * T * rowElems, T * rowElems);
-    }
-    const window = cfg.slidingWindow[l] ?? 0;
-    const { out: att } = ops.attention(qr.reshape([B, T, Hq, D]), kc, vc, { qpos: ctx.qposT, kpos: ctx.kposT, window });
-    const o = this.proj(att.reshape([N, Hq * D]), w.o, `${pre}.o_proj`);
-    const x1 = ops.gatedResidual(x, o);
+    // ---- MLP / MoE
     const { out: h2 } = ops.rmsnorm(x1, w.postAttnNorm, cfg.rmsNormEps);
-    if (w.mlp) return ops.gatedResidual(x1, this.mlp(h2, w.mlp, `model.layers.${l}.mlp`));
-    return this.moe(x1, h2, w.moe!);
+    let mlpRows = ctx.validRows;
+    if (target === 'mlp' || target === 'moe') mlpRows = this.decide(l, h2, ctx);
+    else if (target === 'block') mlpRows = attnRows;
+    if (mlpRows.length === 0) return x1 === x ? x.clone() : x1;
+    const h2e = this.take(h2, mlpRows);
+    const f = w.mlp ? this.mlp(h2e, w.mlp, `model.layers.${l}.mlp`) : this.moeDelta(l, h2e, w.moe!, target === 'expert' ? ctx : undefined);
+    return this.addRows(x1, f, mlpRows);
+  }
+
+  /** q/k RMSNorm (per head or over the projection) and OLMoE's clip, as the family says. */
+  private qkNormClip(t: Tensor, norm: Tensor | undefined, heads: number): Tensor {
+    const cfg = this.config;
+    let out = t;
+    if (cfg.qkNorm === 'head') out = ops.rmsnorm(t.reshape([t.shape[0] * heads, cfg.headDim]), norm!, cfg.rmsNormEps).out.reshape(t.shape);
+    else if (cfg.qkNorm === 'full') out = ops.rmsnorm(t, norm!, cfg.rmsNormEps).out;
+    if (cfg.clipQkv !== undefined) out = ops.clamp(out, -cfg.clipQkv, cfg.clipQkv);
+    return out;
+  }
+
+  /** Writes K/V rows of the tokens `rows` into their sequences' next slots of layer cache `lkv`. */
+  private appendKV(lkv: LayerKV, k: Tensor, v: Tensor, rows: Int32Array, ctx: InferCtx): void {
+    const extra = new Int32Array(lkv.rows);
+    for (const row of rows) extra[lkv.rowOf[Math.floor(row / ctx.T)]]++;
+    lkv.reserve(extra, ctx.prefill);
+    const slots = new Int32Array(rows.length);
+    rows.forEach((row, i) => {
+      const cr = lkv.rowOf[Math.floor(row / ctx.T)];
+      const slot = lkv.used[cr]++;
+      slots[i] = cr * lkv.cap + slot;
+      lkv.slotPos[cr * lkv.cap + slot] = ctx.pos[row];
+    });
+    const idx = Tensor.from(slots, [slots.length], 'int32');
+    const e = lkv.rowElems;
+    ops.scatterRows(lkv.k!.reshape([lkv.rows * lkv.cap, e]), k, idx);
+    ops.scatterRows(lkv.v!.reshape([lkv.rows * lkv.cap, e]), v.reshape([rows.length, e]), idx);
+  }
+
+  /**
+   * Attention of the query rows `rows` (q: [n, Hq·D], positions ctx.pos) over their
+   * sequences' cached K/V: queries are arranged per cache row ([rows, Tq, Hq, D], padding
+   * with position −1), attended, and brought back in `rows` order.
+   */
+  private attendCached(l: number, q: Tensor, rows: Int32Array, lkv: LayerKV, ctx: InferCtx): Tensor {
+    const cfg = this.config;
+    const D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const R = lkv.rows;
+    const per = new Int32Array(R);
+    const where = new Int32Array(rows.length);
+    rows.forEach((row, i) => {
+      const cr = lkv.rowOf[Math.floor(row / ctx.T)];
+      where[i] = cr;
+      per[cr]++;
+    });
+    const Tq = Math.max(1, ...per);
+    const arrange = new Int32Array(R * Tq);
+    const qpos = new Int32Array(R * Tq).fill(-1);
+    const back = new Int32Array(rows.length);
+    const fill = new Int32Array(R);
+    rows.forEach((row, i) => {
+      const cr = where[i];
+      const at = cr * Tq + fill[cr]++;
+      arrange[at] = i;
+      qpos[at] = ctx.pos[row];
+      back[i] = at;
+    });
+    const identity = R * Tq === rows.length && back.every((a, i) => a === i);
+    const qa = identity ? q : ops.gatherRows(q, Tensor.from(arrange, [R * Tq], 'int32'));
+    const window = cfg.slidingWindow[l] ?? 0;
+    const { out } = ops.attention(qa.reshape([R, Tq, Hq, D]), lkv.k!.reshape([R, lkv.cap, Hkv, D]), lkv.v!.reshape([R, lkv.cap, Hkv, D]), {
+      qpos: Tensor.from(qpos, [R, Tq], 'int32'),
+      kpos: Tensor.from(lkv.slotPos, [R, lkv.cap], 'int32'),
+      window,
+    });
+    const flat = out.reshape([R * Tq, Hq * D]);
+    return identity ? flat : ops.gatherRows(flat, Tensor.from(back, [rows.length], 'int32'));
   }
 
   /** A projection, with its LoRA adapter when one is attached. */
@@ -218,13 +343,33 @@ export class CausalLM {
     return name ? this.proj(a, w.down, `${name}.down_proj`) : ops.linear(a, w.down.weight, w.down.bias);
   }
 
-  private moe(x: Tensor, h: Tensor, w: MoeWeights): Tensor {
+  /**
+   * The MoE block's output for rows h [n, C]. With expert routers (ctx given), each top-k
+   * assignment whose router score σ(w_e·h) is below τ is dropped: never computed.
+   */
+  private moeDelta(l: number, h: Tensor, w: MoeWeights, ctx?: InferCtx): Tensor {
     const m = this.config.moe!;
     const logits = ops.linear(h, w.router.weight);
     const routing = ops.moeRoute(logits, { topK: m.topK, renorm: m.normTopkProb });
-    const sorted = ops.moeSort(routing.topkIdx, m.numExperts);
+    let topkIdx = routing.topkIdx;
+    if (ctx) {
+      const r = ctx.routers!;
+      const tau = r.thresholds.get(l)!;
+      const z = ops.linear(h, r.weight(l)).toFloat32Array();
+      const E = m.numExperts, K = m.topK;
+      const idx = routing.topkIdx.toInt32Array();
+      let kept = 0;
+      for (let i = 0; i < idx.length; i++) {
+        const t = Math.floor(i / K);
+        if (1 / (1 + Math.exp(-z[t * E + idx[i]])) < tau) idx[i] = -1;
+        else kept++;
+      }
+      this.record(ctx, l, kept, idx.length);
+      topkIdx = Tensor.from(idx, routing.topkIdx.shape, 'int32');
+    }
+    const sorted = ops.moeSort(topkIdx, m.numExperts);
     const { y } = ops.moeExperts(h, sorted, w.experts, { saveActivations: false });
-    let out = ops.gatedResidual(x, ops.moeCombine(y, sorted.invPerm, routing.topkW));
+    let out = ops.moeCombine(y, sorted.invPerm, routing.topkW);
     if (w.shared) {
       // Qwen2-MoE: shared expert scaled by sigmoid(shared_expert_gate · h), per token.
       const s = this.mlp(h, w.shared);
