@@ -22,6 +22,7 @@ import { TextTokenizer, loadTokenizer } from './tokenizer';
 import { LayerWeights, LinearWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
 import { LoraSet, loadLora as loadLoraFile } from '../train/lora';
 import { KVCache, LayerKV } from '../infer/kv_cache';
+import { GenerateOptions, GenerateResult, GeneratedToken, generateStream } from '../infer/generate';
 export { KVCache } from '../infer/kv_cache';
 import { RouterOptions, Routers } from '../routing/routers';
 import { loadRouters as loadRouterFile, saveRouters as saveRouterFile } from '../routing/checkpoint';
@@ -455,6 +456,16 @@ export class CausalLM {
     } finally {
       cache.dispose();
     }
+  }
+
+  /**
+   * Generates from one prompt (text or token ids) as an async iterator of tokens; its
+   * return value is the final { text, tokens, stats } (see generateBatch for batches).
+   */
+  async *generate(prompt: string | number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult, void> {
+    this.ensureLive('generate');
+    const results = yield* generateStream(this, [prompt], options);
+    return results[0];
   }
 
   /** Attaches fresh (zero-initialised: execute everything) routers, replacing any attached ones. */
