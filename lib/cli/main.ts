@@ -12,6 +12,7 @@ const USAGE = `usage: router-tuning <command> [options]
 commands:
   info     backends, threads, SIMD, BLAS, CUDA devices, native memory in use
   tune     router-tune a model: attach routers, train only them, save them
+  generate text generation with dynamic depth (layers really skipped), streaming
   logits   logits of a model for given token ids (interop and conformance checks)
   bench    the bench suite (kernels), measured against this machine's ceilings
 
@@ -257,6 +258,83 @@ async function tuneCommand(argv: string[]): Promise<number> {
   }
 }
 
+const GENERATE_USAGE = `usage: router-tuning generate --model DIR [--routers FILE] --prompt TEXT [options]
+
+Generates text with the routers' skipped layers really skipped, streaming to stdout.
+  --model DIR        Hugging Face model folder
+  --routers FILE     routers saved by 'tune' (default: none, the full model)
+  --prompt TEXT      the prompt (repeat --prompt for a batch of prompts)
+  --max-tokens N     tokens to generate (default 64)
+  --temperature F    0 = greedy (default); > 0 samples
+  --top-k N          sample among the N most likely tokens (default: all)
+  --top-p F          nucleus sampling mass (default 1)
+  --seed N           sampling seed (default 0)
+  --stop TEXT        stop at this text (repeatable)
+  --no-routing       ignore the routers (the full model, for comparison)
+  --json             print {text, tokens, stats} (an array for several prompts)
+`;
+
+async function generateCommand(argv: string[]): Promise<number> {
+  const prompts: string[] = [];
+  const stops: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--prompt' || argv[i] === '--stop') {
+      const v = argv[i + 1];
+      if (v === undefined) throw new UsageError(`option '${argv[i]}' expects a value`);
+      (argv[i] === '--prompt' ? prompts : stops).push(v);
+      i++;
+    } else rest.push(argv[i]);
+  }
+  const o = parseOptions(rest, ['--model', '--routers', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed'], ['--json', '--no-routing', '--help', '-h']);
+  if (o.has('--help') || o.has('-h')) {
+    process.stdout.write(GENERATE_USAGE);
+    return 0;
+  }
+  const dir = o.get('--model');
+  if (typeof dir !== 'string') throw new UsageError('--model DIR is required (the embedded default model is not bundled yet)');
+  if (prompts.length === 0) throw new UsageError('--prompt TEXT is required');
+  const { loadModel } = await import('../model/causal_lm');
+  const { generateStream } = await import('../infer/generate');
+  const model = await loadModel(dir);
+  try {
+    const routers = o.get('--routers');
+    if (typeof routers === 'string') model.loadRouters(routers);
+    const json = o.has('--json');
+    const it = generateStream(model, prompts, {
+      maxTokens: num(o, '--max-tokens', 'int'),
+      temperature: num(o, '--temperature', 'float'),
+      topK: num(o, '--top-k', 'int'),
+      topP: num(o, '--top-p', 'float'),
+      seed: num(o, '--seed', 'int'),
+      stop: stops,
+      routing: !o.has('--no-routing'),
+    });
+    const single = prompts.length === 1;
+    if (!json && single) process.stdout.write(prompts[0]);
+    let r = await it.next();
+    while (!r.done) {
+      if (!json && single) process.stdout.write(r.value.text);
+      r = await it.next();
+    }
+    const results = r.value;
+    if (json) {
+      const pack = (x: (typeof results)[number]) => ({ text: x.text, tokens: x.tokens, stats: x.stats });
+      process.stdout.write(JSON.stringify(single ? pack(results[0]) : results.map(pack)) + '\n');
+    } else {
+      if (!single) results.forEach((x, i) => process.stdout.write(`--- [${i}] ${prompts[i]}${x.text}\n`));
+      else process.stdout.write('\n');
+      const st = results[0].stats;
+      process.stderr.write(
+        `prefill ${st.prefillTokensPerSecond.toFixed(1)} tok/s, decode ${st.decodeTokensPerSecond.toFixed(1)} tok/s, skip ratio ${(st.skipRatio * 100).toFixed(1)}%, KV ${st.kvBytes} bytes (saved ${st.kvBytesSaved})\n`,
+      );
+    }
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
+
 async function bench(argv: string[]): Promise<number> {
   // dist/lib/cli → dist/bench
   // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -264,7 +342,7 @@ async function bench(argv: string[]): Promise<number> {
   return mod.runBench(argv);
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, tune: tuneCommand, logits, bench };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, tune: tuneCommand, generate: generateCommand, logits, bench };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

@@ -31,7 +31,9 @@ export interface GenerateStats {
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
   skipRatio: number;
+  /** K/V bytes really allocated. */
   kvBytes: number;
+  /** K/V slots that skipping left unwritten, in bytes (against every layer running for every token). */
   kvBytesSaved: number;
   layers: { layer: number; executedFraction: number }[];
 }
@@ -207,7 +209,7 @@ export async function* generateStream(
       decodeTokensPerSecond: decodeSeconds > 0 ? decodeTokens / decodeSeconds : 0,
       skipRatio: total ? 1 - exec / total : 0,
       kvBytes: cache.bytes,
-      kvBytesSaved: Math.max(0, cache.unroutedBytes - cache.bytes),
+      kvBytesSaved: cache.savedBytes,
       layers,
     };
     return out.map((tokens, b) => ({ text: texts[b], tokens, stats: common }));

@@ -119,6 +119,11 @@ export class KVCache {
     return this.layers.reduce((s, l) => s + l.used.reduce((a, b) => a + b, 0), 0);
   }
 
+  /** Bytes of the K/V slots that skipping left unwritten (unrouted slots − used slots). */
+  get savedBytes(): number {
+    return Math.max(0, this.unroutedBytes - this.usedSlots * 2 * this.rowElems * 4);
+  }
+
   dispose(): void {
     for (const l of this.layers) l.dispose();
   }

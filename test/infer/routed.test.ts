@@ -223,3 +223,23 @@ describe('generate', () => {
     await expect(generateBatch(dense, [], {})).rejects.toThrow(/at least one prompt/);
   });
 });
+
+test('router-tuning generate CLI streams text and reports stats; --json and usage errors', async () => {
+  const { runCli } = await import('../helpers/cli');
+  const dir = path.join(fixtures, 'qwen3');
+  const a = await runCli(['generate', '--model', dir, '--prompt', 'the quick', '--max-tokens', '6']);
+  expect(a.code).toBe(0);
+  expect(a.out.startsWith('the quick')).toBe(true);
+  expect(a.err).toMatch(/prefill .* tok\/s, decode .* tok\/s, skip ratio/);
+  const b = await runCli(['generate', '--model', dir, '--prompt', 'the quick', '--prompt', 'call me', '--max-tokens', '4', '--json']);
+  const j = JSON.parse(b.out);
+  expect(j).toHaveLength(2);
+  expect(j[0].tokens).toHaveLength(4);
+  expect(j[0].stats).toHaveProperty('kvBytesSaved');
+  const c = await runCli(['generate', '--model', dir]);
+  expect(c.code).toBe(2);
+  expect(c.err).toMatch(/--prompt TEXT is required/);
+  const d = await runCli(['generate', '--model', dir, '--prompt', 'x', '--routers', path.join(fixtures, 'nope.safetensors')]);
+  expect(d.code).toBe(2);
+  expect(d.err).toMatch(/cannot open/);
+});
