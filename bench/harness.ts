@@ -30,6 +30,8 @@ export interface CaseResult {
   seconds: number;
   /** For metrics such as memory ratios: the target is an upper bound. */
   lowerIsBetter?: boolean;
+  /** For plain ratios (not fractions of a ceiling): the target is a lower bound on value. */
+  higherIsBetter?: boolean;
 }
 
 export interface Ceilings {

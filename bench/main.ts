@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--suite kernels|all] [--json] [--out DIR] [--filter TEXT]`
+ * `npm run bench -- [--suite kernels|load|tune|skip|all] [--json] [--out DIR] [--filter TEXT]`
  * Measures the ceilings, runs the suite, prints a table (stderr when --json), writes
  * results.json and results.md into DIR (default bench/out), and with --json prints the
  * DESIGN.md §7 bench object on stdout.
@@ -12,6 +12,7 @@ import { CaseResult, measureCeilings, runCase, BenchCase } from './harness';
 import { kernelCases } from './kernels';
 import { runLoadSuite } from './load';
 import { runTuneSuite } from './tune';
+import { runSkipSuite } from './skip';
 
 interface Options {
   suite: string;
@@ -21,16 +22,16 @@ interface Options {
   help?: boolean;
 }
 
-export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|load|tune|all] [--json] [--out DIR] [--filter TEXT]
+export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|load|tune|skip|all] [--json] [--out DIR] [--filter TEXT]
 
 Measures the machine's ceilings (large copy, sgemm 2048³) and the suite's cases in one run.
-  --suite S     kernels | load | tune | all (default all)
+  --suite S     kernels | load | tune | skip | all (default all)
   --json        print the result object (DESIGN.md §7) on stdout; the table goes to stderr
   --out DIR     write results.json and results.md there (default bench/out)
   --filter TEXT only cases whose name contains TEXT
 `;
 
-const SUITES = ['kernels', 'load', 'tune', 'all'];
+const SUITES = ['kernels', 'load', 'tune', 'skip', 'all'];
 
 class UsageError extends Error {}
 
@@ -72,6 +73,11 @@ function fmt(n: number, digits = 2): string {
 export function markdownTable(results: CaseResult[]): string {
   const lines = ['| case | time (ms) | rate | fraction of ceiling | target | met |', '|---|---:|---:|---:|---:|:-:|'];
   for (const r of results) {
+    if (r.higherIsBetter) {
+      const met = r.target === undefined ? '' : r.value >= r.target ? 'yes' : '**no**';
+      lines.push(`| ${r.name} | | ${fmt(r.value, 3)} ${r.unit} | | ≥ ${r.target} | ${met} |`);
+      continue;
+    }
     if (r.lowerIsBetter) {
       const met = r.target === undefined ? '' : r.value <= r.target ? 'yes' : '**no**';
       lines.push(`| ${r.name} | ${fmt(r.seconds * 1e3, 0)} | ${fmt(r.value, 3)} ${r.unit} | | ≤ ${r.target} | ${met} |`);
@@ -114,6 +120,7 @@ export async function runBench(argv: string[]): Promise<number> {
   const results: CaseResult[] = [];
   if ((opts.suite === 'load' || opts.suite === 'all') && (!opts.filter || 'load'.includes(opts.filter))) results.push(...runLoadSuite(log));
   if ((opts.suite === 'tune' || opts.suite === 'all') && (!opts.filter || 'tune'.includes(opts.filter))) results.push(...runTuneSuite(log));
+  if ((opts.suite === 'skip' || opts.suite === 'all') && (!opts.filter || 'skip'.includes(opts.filter))) results.push(...(await runSkipSuite(log)));
   for (const c of cases) {
     const r = runCase(c, ceilings);
     results.push(r);

@@ -157,11 +157,13 @@ export async function* generateStream(
       mask[b * T + T - p.length + i] = 1;
     }));
     let t0 = process.hrtime.bigint();
-    let logits = model.forward(ids, B > 1 ? mask : null, B, T, cache, { routing: o.routing, stats });
+    // only each sequence's last row needs logits (left padding: row b·T + T − 1)
+    const lastRows = Int32Array.from({ length: B }, (_, b) => b * T + T - 1);
+    let logits = model.forward(ids, B > 1 ? mask : null, B, T, cache, { routing: o.routing, stats, logitsRows: lastRows });
     let rows = logits.toFloat32Array();
     logits.dispose();
     prefillSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    let lastRow = (b: number) => rows.subarray((b * T + T - 1) * V, (b * T + T) * V);
+    let lastRow = (b: number) => rows.subarray(b * V, (b + 1) * V);
     for (let step = 0; step < o.maxTokens && done.some((d) => !d); step++) {
       const next = new Int32Array(B), nmask = new Int32Array(B);
       for (let b = 0; b < B; b++) {

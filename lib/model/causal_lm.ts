@@ -45,6 +45,11 @@ export interface ForwardOptions {
   routing?: boolean;
   /** Accumulates executed/total counts per routed layer. */
   stats?: RoutingStats;
+  /**
+   * Rows of [B·T] whose logits to compute (default: every row). Generation needs only each
+   * sequence's last row at prefill; the output is then [rows.length, V].
+   */
+  logitsRows?: Int32Array;
 }
 
 interface InferCtx {
@@ -154,7 +159,8 @@ export class CausalLM {
         x = tidy(() => this.layer(l, x, ctx));
         if (x !== prev) prev.dispose();
       }
-      const { out: hf } = ops.rmsnorm(x, this.weights.finalNorm, cfg.rmsNormEps);
+      const last = opts.logitsRows ? this.take(x, opts.logitsRows) : x;
+      const { out: hf } = ops.rmsnorm(last, this.weights.finalNorm, cfg.rmsNormEps);
       return ops.linear(hf, this.weights.lmHead);
     });
   }
