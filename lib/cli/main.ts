@@ -13,6 +13,7 @@ commands:
   info     backends, threads, SIMD, BLAS, CUDA devices, native memory in use
   tune     router-tune a model: attach routers, train only them, save them
   generate text generation with dynamic depth (layers really skipped), streaming
+  eval     perplexity / multiple-choice accuracy: no routers, routers, static attention drop
   logits   logits of a model for given token ids (interop and conformance checks)
   bench    the bench suite (kernels), measured against this machine's ceilings
 
@@ -335,6 +336,98 @@ async function generateCommand(argv: string[]): Promise<number> {
   }
 }
 
+const EVAL_USAGE = `usage: router-tuning eval --model DIR [--routers FILE] --data PATH [options]
+
+Scores the model without routers, with routers (layers really skipped), and the static
+Attention Drop baseline at the same skip ratio.
+  --task T            perplexity (default; --data is a text file) | multiple-choice
+                      (--data is JSONL of {context, choices, label})
+  --routers FILE      routers saved by 'tune'
+  --baseline B        static-drop (default with routers) | none
+  --window N          perplexity window in tokens (default min(1024, max positions))
+  --stride N          perplexity stride (default window / 2)
+  --limit N           score at most N tokens (perplexity) or items (multiple-choice)
+  --report DIR        write report.md, quality-vs-skip.svg and layer-skip.svg there
+  --json              print the eval object on stdout
+`;
+
+async function evalCommand(argv: string[]): Promise<number> {
+  const o = parseOptions(argv, ['--model', '--routers', '--data', '--task', '--baseline', '--window', '--stride', '--limit', '--report'], ['--json', '--help', '-h']);
+  if (o.has('--help') || o.has('-h')) {
+    process.stdout.write(EVAL_USAGE);
+    return 0;
+  }
+  const dir = o.get('--model');
+  const data = o.get('--data');
+  if (typeof dir !== 'string') throw new UsageError('--model DIR is required (the embedded default model is not bundled yet)');
+  if (typeof data !== 'string') throw new UsageError('--data PATH is required (the embedded default corpus is not bundled yet)');
+  const task = (o.get('--task') as string | undefined) ?? 'perplexity';
+  if (task !== 'perplexity' && task !== 'multiple-choice') throw new UsageError(`--task expected perplexity or multiple-choice, received '${task}'`);
+  const baseline = (o.get('--baseline') as string | undefined) ?? 'static-drop';
+  if (baseline !== 'static-drop' && baseline !== 'none') throw new UsageError(`--baseline expected static-drop or none, received '${baseline}'`);
+  const { loadModel } = await import('../model/causal_lm');
+  const { evaluate } = await import('../infer/evaluate');
+  const model = await loadModel(dir);
+  try {
+    const routers = o.get('--routers');
+    if (typeof routers === 'string') model.loadRouters(routers);
+    const r = await evaluate(model, {
+      task,
+      data,
+      window: num(o, '--window', 'int'),
+      stride: num(o, '--stride', 'int'),
+      limit: num(o, '--limit', 'int'),
+      staticDrop: baseline === 'static-drop',
+    });
+    const report = o.get('--report');
+    if (typeof report === 'string') writeEvalReport(report, r);
+    if (o.has('--json')) process.stdout.write(JSON.stringify(r) + '\n');
+    else {
+      const metric = task === 'perplexity' ? 'perplexity' : 'accuracy';
+      const rows: [string, import('../infer/evaluate').EvalMetrics | undefined][] = [['no routers', r.base], ['routers', r.routed], ['static attention drop', r.staticDrop]];
+      const lines = [`${task} on ${r.tokens ?? r.items} ${task === 'perplexity' ? 'tokens' : 'items'}`, `${'model'.padEnd(24)}${metric.padStart(12)}${task === 'multiple-choice' ? 'acc_norm'.padStart(12) : ''}${'skip ratio'.padStart(12)}`];
+      for (const [name, m] of rows) {
+        if (!m) continue;
+        const v = task === 'perplexity' ? m.perplexity!.toFixed(3) : (m.accuracy! * 100).toFixed(1) + '%';
+        const n = task === 'multiple-choice' ? (m.accuracyNorm! * 100).toFixed(1).padStart(11) + '%' : '';
+        lines.push(`${name.padEnd(24)}${v.padStart(12)}${n}${((m.skipRatio * 100).toFixed(1) + '%').padStart(12)}${m.droppedLayers ? `  dropped layers ${m.droppedLayers.join(',')}` : ''}`);
+      }
+      process.stdout.write(lines.join('\n') + '\n');
+    }
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
+
+function writeEvalReport(dir: string, r: import('../infer/evaluate').EvalResult): void {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const fs = require('fs') as typeof import('fs');
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const path = require('path') as typeof import('path');
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { lineChartSvg, barChartSvg } = require('../infer/plots') as typeof import('../infer/plots');
+  fs.mkdirSync(dir, { recursive: true });
+  const val = (m: import('../infer/evaluate').EvalMetrics) => (r.task === 'perplexity' ? m.perplexity! : m.accuracy!);
+  const yLabel = r.task === 'perplexity' ? 'perplexity (lower is better)' : 'accuracy';
+  const series = [{ label: 'routers', color: '#3b7dd8', points: [{ x: 0, y: val(r.base) }, ...(r.routed ? [{ x: r.routed.skipRatio, y: val(r.routed) }] : [])] }];
+  if (r.staticDrop) series.push({ label: 'static attention drop', color: '#d8643b', points: [{ x: 0, y: val(r.base) }, { x: r.staticDrop.skipRatio, y: val(r.staticDrop) }] });
+  const write = (name: string, text: string) => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(`${file}.tmp`, text);
+    fs.renameSync(`${file}.tmp`, file);
+  };
+  write('quality-vs-skip.svg', lineChartSvg(`${r.task}: quality vs skip ratio`, 'skip ratio', yLabel, series));
+  if (r.routed?.layers) write('layer-skip.svg', barChartSvg('skip rate per routed layer', r.routed.layers.map((l) => ({ label: String(l.layer), value: 1 - l.executedFraction })), 'skipped'));
+  const md = ['# Evaluation', '', `Task: ${r.task} (${r.tokens ?? r.items} ${r.task === 'perplexity' ? 'tokens' : 'items'})`, '', '| model | ' + (r.task === 'perplexity' ? 'perplexity' : 'accuracy | acc_norm') + ' | skip ratio |', r.task === 'perplexity' ? '|---|---:|---:|' : '|---|---:|---:|---:|'];
+  for (const [name, m] of [['no routers', r.base], ['routers', r.routed], ['static attention drop', r.staticDrop]] as const) {
+    if (!m) continue;
+    md.push(r.task === 'perplexity' ? `| ${name} | ${m.perplexity!.toFixed(3)} | ${(m.skipRatio * 100).toFixed(1)}% |` : `| ${name} | ${(m.accuracy! * 100).toFixed(1)}% | ${(m.accuracyNorm! * 100).toFixed(1)}% | ${(m.skipRatio * 100).toFixed(1)}% |`);
+  }
+  md.push('', '![quality vs skip ratio](quality-vs-skip.svg)', '', r.routed?.layers ? '![skip rate per layer](layer-skip.svg)' : '', '');
+  write('report.md', md.join('\n'));
+}
+
 async function bench(argv: string[]): Promise<number> {
   // dist/lib/cli → dist/bench
   // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -342,7 +435,7 @@ async function bench(argv: string[]): Promise<number> {
   return mod.runBench(argv);
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, tune: tuneCommand, generate: generateCommand, logits, bench };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, tune: tuneCommand, eval: evalCommand, generate: generateCommand, logits, bench };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

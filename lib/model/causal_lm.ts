@@ -50,6 +50,8 @@ export interface ForwardOptions {
    * sequence's last row at prefill; the output is then [rows.length, V].
    */
   logitsRows?: Int32Array;
+  /** Observes each layer's residual stream before and after its attention block (static-drop calibration). */
+  onAttention?: (layer: number, before: Tensor, after: Tensor) => void;
 }
 
 interface InferCtx {
@@ -63,6 +65,7 @@ interface InferCtx {
   routers?: Routers;
   stats?: RoutingStats;
   mask: Int32Array | null;
+  onAttention?: (layer: number, before: Tensor, after: Tensor) => void;
 }
 
 const allRows = (rows: Int32Array, N: number) => rows.length === N;
@@ -149,6 +152,7 @@ export class CausalLM {
       routers: routing ? this.routers : undefined,
       stats: opts.stats,
       mask,
+      onAttention: opts.onAttention,
     };
     cache.steps++;
     return tidy(() => {
@@ -254,6 +258,7 @@ export class CausalLM {
         x1 = this.addRows(x, o, attnRows);
       }
     }
+    ctx.onAttention?.(l, x, x1);
     // ---- MLP / MoE
     const { out: h2 } = ops.rmsnorm(x1, w.postAttnNorm, cfg.rmsNormEps);
     let mlpRows = ctx.validRows;
