@@ -243,3 +243,34 @@ test('router-tuning generate CLI streams text and reports stats; --json and usag
   expect(d.code).toBe(2);
   expect(d.err).toMatch(/cannot open/);
 });
+
+describe('every family and granularity: real skipping equals the gated full-compute forward', () => {
+  const families = ['llama', 'mistral', 'qwen2', 'qwen3', 'mixtral', 'olmoe', 'qwen2_moe', 'qwen3_moe'];
+  const moeFamilies = new Set(['mixtral', 'olmoe', 'qwen2_moe', 'qwen3_moe']);
+  test.each(families.map((f) => [f]))('%s', async (family) => {
+    const model = await loadModel(path.join(fixtures, family), { noTokenizer: true });
+    try {
+      const grans: Granularity[] = ['attn-seq', 'attn-token', 'mlp-seq', 'mlp-token', 'block-seq', 'block-token'];
+      if (moeFamilies.has(family)) grans.push('moe-token', 'expert');
+      for (const g of grans) {
+        const rng = new Rng(family.length * 13 + g.length);
+        const routers = new Routers(model.config, { granularity: g, layers: [0, 1, 2] });
+        for (const w of routers.weights.values()) w.write(rng.floats(w.numel, 0.6));
+        model.routers = routers;
+        // longer than mistral's sliding window (8): the window applies to the cached subset too
+        const batch = batchOf(rng, [12, 9], 12);
+        const ref = forwardBackward(model, batch, { routers, noGrad: true });
+        const cache = model.newCache(batch.B, batch.T);
+        const out = model.forward(batch.ids, batch.mask, batch.B, batch.T, cache);
+        const ce = ceFromLogits(out.toFloat32Array(), batch.targets, model.config.vocabSize);
+        out.dispose();
+        cache.dispose();
+        expect({ g, diff: Math.abs(ce - ref.ce) <= 1e-5 * Math.abs(ref.ce) }).toEqual({ g, diff: true });
+        routers.dispose();
+        model.routers = undefined;
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+});
