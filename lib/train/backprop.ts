@@ -887,15 +887,9 @@ export function forwardBackward(model: CausalLM, batch: Batch, opts: BackpropOpt
     // ---- backward
     const scale = opts.lossScale ?? 1;
     const dlogits = ops.crossEntropyBackward(logits, ce.lse, targets, { ignoreIndex: -100, scale: ce.counted > 0 ? scale / ce.counted : 0, inPlace: true });
-    let dx: Tensor | undefined = linBack(ctx, dlogits, hf, { weight: model.weights.lmHead }, 'lm_head', true);
-    if (opts.fullParams && model.weights.lmHead === model.weights.embed) {
-      // tied: the lm_head grad is the embedding grad (accumulated under one name)
-      const g = opts.fullParams.grads.get('lm_head.weight');
-      if (g) {
-        opts.fullParams.grads.delete('lm_head.weight');
-        opts.fullParams.grads.set('model.embed_tokens.weight', g);
-      }
-    }
+    // tied embeddings: the lm_head gradient accumulates into the embedding's
+    const tied = model.weights.lmHead === model.weights.embed;
+    let dx: Tensor | undefined = linBack(ctx, dlogits, hf, { weight: model.weights.lmHead }, tied ? 'model.embed_tokens' : 'lm_head', true);
     dispose([dlogits, targets, ce.lse]);
     const rf = ops.rmsnormBackward(dx!, x, model.weights.finalNorm, rstdF, {
       needWeight: !!opts.fullParams,
