@@ -13,7 +13,11 @@ export function syntheticConfig(raw: Record<string, unknown>): ModelConfig {
   return normalizeConfig({ model_type: 'llama', rms_norm_eps: 1e-5, ...raw }, '<synthetic config>');
 }
 
-export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'float32' | 'bfloat16' } = {}): CausalLM {
+/**
+ * Random weights. init 'scaled' (default): std 1/√fan_in (benches, tests); 'pretrain':
+ * GPT-style std 0.02, output projections 0.02/√(2L), for training from scratch.
+ */
+export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'float32' | 'bfloat16'; init?: 'scaled' | 'pretrain' } = {}): CausalLM {
   const rng = new Rng(opts.seed ?? 0);
   const dtype = opts.dtype ?? 'float32';
   const fill = (shape: number[], std: number, dt: 'float32' | 'bfloat16' = dtype): Tensor => {
@@ -26,11 +30,14 @@ export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'fl
   };
   const ones = (n: number): Tensor => Tensor.from(new Float32Array(n).fill(1), [n]).keep();
   const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
-  const lin = (out: number, inp: number, bias: boolean): LinearWeights => ({
-    weight: fill([out, inp], 1 / Math.sqrt(inp)),
-    bias: bias ? fill([out], 0.02, 'float32') : undefined,
+  const pre = opts.init === 'pretrain';
+  const outStd = 0.02 / Math.sqrt(2 * cfg.numLayers);
+  const std = (inp: number, output = false) => (pre ? (output ? outStd : 0.02) : 1 / Math.sqrt(inp));
+  const lin = (out: number, inp: number, bias: boolean, output = false): LinearWeights => ({
+    weight: fill([out, inp], std(inp, output)),
+    bias: bias ? fill([out], pre ? 0 : 0.02, 'float32') : undefined,
   });
-  const mlp = (I: number): MlpWeights => ({ gate: lin(I, C, cfg.mlpBias), up: lin(I, C, cfg.mlpBias), down: lin(C, I, cfg.mlpBias) });
+  const mlp = (I: number): MlpWeights => ({ gate: lin(I, C, cfg.mlpBias), up: lin(I, C, cfg.mlpBias), down: lin(C, I, cfg.mlpBias, true) });
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     const layer: LayerWeights = {
@@ -39,7 +46,7 @@ export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'fl
       q: lin(Hq * D, C, cfg.qkvBias),
       k: lin(Hkv * D, C, cfg.qkvBias),
       v: lin(Hkv * D, C, cfg.qkvBias),
-      o: lin(C, Hq * D, cfg.oBias),
+      o: lin(C, Hq * D, cfg.oBias, true),
     };
     if (cfg.qkNorm === 'head') {
       layer.qNorm = ones(D);
@@ -52,22 +59,22 @@ export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'fl
       const m = cfg.moe!;
       const I = m.expertIntermediateSize, E = m.numExperts;
       layer.moe = {
-        router: { weight: fill([E, C], 1 / Math.sqrt(C), 'float32') },
-        experts: { gate: fill([E, I, C], 1 / Math.sqrt(C)), up: fill([E, I, C], 1 / Math.sqrt(C)), down: fill([E, C, I], 1 / Math.sqrt(I)) },
+        router: { weight: fill([E, C], std(C), 'float32') },
+        experts: { gate: fill([E, I, C], std(C)), up: fill([E, I, C], std(C)), down: fill([E, C, I], std(I, true)) },
       };
       if (m.sharedExpertIntermediateSize) {
         layer.moe.shared = mlp(m.sharedExpertIntermediateSize);
-        layer.moe.sharedGate = { weight: fill([1, C], 1 / Math.sqrt(C), 'float32') };
+        layer.moe.sharedGate = { weight: fill([1, C], std(C), 'float32') };
       }
     } else layer.mlp = mlp(cfg.intermediateSize);
     layers.push(layer);
   }
-  const embed = fill([cfg.vocabSize, C], 1);
+  const embed = fill([cfg.vocabSize, C], pre ? 0.02 : 1);
   const weights: ModelWeights = {
     embed,
     layers,
     finalNorm: ones(C),
-    lmHead: cfg.tieWordEmbeddings ? embed : fill([cfg.vocabSize, C], 1 / Math.sqrt(C)),
+    lmHead: cfg.tieWordEmbeddings ? embed : fill([cfg.vocabSize, C], std(C)),
     dtype,
   };
   return new CausalLM(cfg, weights, undefined, '<random>');
