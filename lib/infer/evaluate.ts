@@ -41,6 +41,8 @@ export interface McItem {
 
 export interface EvalMetrics {
   perplexity?: number;
+  /** perplexity task: fraction of tokens whose most likely prediction is the next token */
+  nextTokenAccuracy?: number;
   accuracy?: number;
   accuracyNorm?: number;
   skipRatio: number;
@@ -76,9 +78,9 @@ function statsSummary(stats: RoutingStats): { skipRatio: number; layers: { layer
 }
 
 /** Mean NLL per token over strided windows; every token after the first is scored once. */
-export function perplexityOf(model: CausalLM, ids: number[], o: { window: number; stride: number; routing: boolean; stats?: RoutingStats }): { perplexity: number; tokens: number } {
+export function perplexityOf(model: CausalLM, ids: number[], o: { window: number; stride: number; routing: boolean; stats?: RoutingStats }): { perplexity: number; tokens: number; accuracy: number } {
   const V = model.config.vocabSize;
-  let nll = 0, count = 0, scoredUpTo = 1; // position of the next token to score
+  let nll = 0, count = 0, correct = 0, scoredUpTo = 1; // position of the next token to score
   for (let start = 0; scoredUpTo < ids.length; start += o.stride) {
     const end = Math.min(ids.length, start + o.window);
     const chunk = Int32Array.from(ids.slice(start, end));
@@ -88,13 +90,17 @@ export function perplexityOf(model: CausalLM, ids: number[], o: { window: number
     out.dispose();
     cache.dispose();
     for (let p = Math.max(scoredUpTo, start + 1); p < end; p++) {
-      nll -= logSoftmaxAt(logits.subarray((p - 1 - start) * V, (p - start) * V), ids[p]);
+      const row = logits.subarray((p - 1 - start) * V, (p - start) * V);
+      nll -= logSoftmaxAt(row, ids[p]);
+      let best = 0;
+      for (let j = 1; j < V; j++) if (row[j] > row[best]) best = j;
+      if (best === ids[p]) correct++;
       count++;
     }
     scoredUpTo = end;
     if (end === ids.length) break;
   }
-  return { perplexity: Math.exp(nll / Math.max(1, count)), tokens: count };
+  return { perplexity: Math.exp(nll / Math.max(1, count)), tokens: count, accuracy: count ? correct / count : 0 };
 }
 
 /** Log-likelihood of each choice's tokens after the context. */
@@ -230,7 +236,7 @@ export async function evaluate(model: CausalLM, options: EvaluateOptions = {}): 
     run = (routing, stats) => {
       const r = perplexityOf(model, ids, { window, stride, routing, stats });
       size = { tokens: r.tokens };
-      return { perplexity: r.perplexity, skipRatio: 0 };
+      return { perplexity: r.perplexity, nextTokenAccuracy: r.accuracy, skipRatio: 0 };
     };
   } else {
     let items = options.items ?? (options.data ? readMcItems(options.data) : undefined);

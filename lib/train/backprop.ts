@@ -11,7 +11,7 @@
  * weight gradient goes through ops.linearBackward's counted 'weight-grad' path.
  */
 import * as ops from '../ops';
-import { Tensor, dispose } from '../tensor';
+import { Tensor, dispose, tidy } from '../tensor';
 import { CausalLM } from '../model/causal_lm';
 import { LayerWeights, LinearWeights, MlpWeights, MoeWeights } from '../model/weights';
 import { Routers } from '../routing/routers';
@@ -845,6 +845,12 @@ export function capacityLoss(stats: LayerStats[], o: RegularizerOptions): { loss
  * opts.fullParams, scaled by opts.lossScale.
  */
 export function forwardBackward(model: CausalLM, batch: Batch, opts: BackpropOptions = {}): StepResult {
+  // One scope for the whole step: every intermediate (and every reshape view of one) is
+  // freed when the step ends; gradients live in tensors created (and kept) by the caller.
+  return tidy(() => forwardBackwardScoped(model, batch, opts));
+}
+
+function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOptions): StepResult {
   // LoRA attached to the model applies to every forward; it trains only when passed explicitly.
   if (!opts.lora && model.lora) opts = { ...opts, lora: model.lora, loraFrozen: true };
   const ctx = new Ctx(model, batch, opts);

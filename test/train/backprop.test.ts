@@ -246,3 +246,25 @@ describe('capacity regulariser', () => {
 test('every granularity is covered', () => {
   expect(new Set(cases.map((c) => c[0]))).toEqual(new Set(GRANULARITIES));
 });
+
+test('a training step frees every intermediate (reshape views included): no native memory growth', async () => {
+  const { backendInfo } = await import('../../lib');
+  const { FullGrads } = await import('../../lib/train/backprop');
+  const rng = new Rng(1);
+  const routers = randomRouters(dense, 'attn-token', rng, 'mod');
+  const grads = zeroGrads(routers);
+  const full = new FullGrads();
+  const batch = makeBatch(rng, 2, 6, [6, 4]);
+  forwardBackward(dense, batch, { routers, routerGrads: grads });
+  forwardBackward(dense, batch, { fullParams: full });
+  const before = backendInfo().memory;
+  for (let i = 0; i < 3; i++) {
+    forwardBackward(dense, batch, { routers, routerGrads: grads });
+    forwardBackward(dense, batch, { fullParams: full });
+  }
+  expect(backendInfo().memory.liveBuffers).toBe(before.liveBuffers);
+  expect(backendInfo().memory.allocatedBytes).toBe(before.allocatedBytes);
+  full.dispose();
+  dispose([...grads.values()]);
+  routers.dispose();
+});
