@@ -38,6 +38,11 @@ Runs the model on the token ids and prints or writes the logits [T, V].
 
 class UsageError extends Error {}
 
+/** Main-job defaults: routers on the default layers (the deepest half but the last), skipping
+ * half of them = a quarter of all attention layers. */
+const MAIN_JOB = { targetSkip: 0.5, steps: 120, lr: 2e-2, evalTokens: 20000, trainChars: 2_000_000 };
+const MAIN_JOB_EVAL_TOKENS = MAIN_JOB.evalTokens;
+
 const BAD_INPUT_CODES = new Set(['RT_ERR_FORMAT', 'RT_ERR_CONFIG', 'RT_ERR_TOKENIZER', 'RT_ERR_WEIGHTS', 'RT_ERR_ARG', 'RT_ERR_SHAPE', 'RT_ERR_INDEX', 'RT_ERR_DATA']);
 
 /** Parses --flag value pairs and boolean flags; rejects unknown ones. */
@@ -123,12 +128,18 @@ async function logits(argv: string[]): Promise<number> {
   }
 }
 
-const TUNE_USAGE = `usage: router-tuning tune --model DIR --data PATH [options]
+const TUNE_USAGE = `usage: router-tuning tune [--model DIR] [--data PATH] [options]
 
 Attaches routers to the model, trains only them, and saves them (safetensors + metadata).
-  --model DIR          Hugging Face model folder
+With neither --model nor --data, runs the main job: router-tunes the embedded model on the
+embedded corpus, then compares no routers / tuned routers / static attention drop on the
+held-out test split (table, --json, and a report folder).
+  --model DIR          Hugging Face model folder (default: the embedded model)
   --data PATH          text file/folder, or JSONL ({text} | {prompt, completion} |
-                       {instruction, input, output} | {messages})
+                       {instruction, input, output} | {messages}) (default: the embedded corpus)
+  --report DIR         main job: where to write the report (default router-tuning-report)
+  --eval-tokens N      main job: test tokens to score (default ${MAIN_JOB_EVAL_TOKENS})
+  --no-eval            main job: skip the test-split comparison
   --granularity G      attn-seq (default) | attn-token | mlp-seq | mlp-token | block-seq |
                        block-token | moe-token | expert
   --layers 3,5,7       routed layers (default: the deepest ⌊L/2⌋ except the last)
@@ -162,16 +173,22 @@ function num(o: Map<string, string | true>, key: string, kind: 'int' | 'float'):
 }
 
 async function tuneCommand(argv: string[]): Promise<number> {
-  const valued = ['--model', '--data', '--granularity', '--layers', '--mode', '--threshold', '--target-skip', '--lambda', '--regularizer', '--steps', '--lr', '--warmup', '--batch-size', '--grad-accum', '--seq-len', '--val-every', '--seed', '--out', '--resume', '--lora-rank'];
-  const o = parseOptions(argv, valued, ['--json', '--calibrate', '--help', '-h']);
+  const valued = ['--model', '--data', '--granularity', '--layers', '--mode', '--threshold', '--target-skip', '--lambda', '--regularizer', '--steps', '--lr', '--warmup', '--batch-size', '--grad-accum', '--seq-len', '--val-every', '--seed', '--out', '--resume', '--lora-rank', '--report', '--eval-tokens'];
+  const o = parseOptions(argv, valued, ['--json', '--calibrate', '--no-eval', '--help', '-h']);
   if (o.has('--help') || o.has('-h')) {
     process.stdout.write(TUNE_USAGE);
     return 0;
   }
-  const dir = o.get('--model');
-  const data = o.get('--data');
-  if (typeof dir !== 'string') throw new UsageError('--model DIR is required (the embedded default model is not bundled yet)');
-  if (typeof data !== 'string') throw new UsageError('--data PATH is required (the embedded default corpus is not bundled yet)');
+  const { EMBEDDED_MODEL, EMBEDDED_CORPUS } = await import('./main_job');
+  const dirOpt = o.get('--model');
+  const dataOpt = o.get('--data');
+  // The main job: no model and no data → the embedded model on the embedded corpus, then
+  // the test-split table and report.
+  const mainJob = dirOpt === undefined && dataOpt === undefined;
+  const dir = typeof dirOpt === 'string' ? dirOpt : EMBEDDED_MODEL;
+  const data = typeof dataOpt === 'string' ? dataOpt : path.join(EMBEDDED_CORPUS, 'train.txt');
+  const fsm = await import('fs');
+  if (!fsm.existsSync(path.join(dir, 'config.json'))) throw new UsageError(`${dir}: no model there (config.json missing)${dirOpt === undefined ? '; the embedded model is not built in this checkout' : ''}`);
   const { GRANULARITIES } = await import('../routing/routers');
   const granularity = (o.get('--granularity') as string | undefined) ?? 'attn-seq';
   if (!(GRANULARITIES as readonly string[]).includes(granularity))
@@ -194,20 +211,33 @@ async function tuneCommand(argv: string[]): Promise<number> {
   const { loadModel } = await import('../model/causal_lm');
   const { tune } = await import('../train/tune');
   const model = await loadModel(dir);
+  let valExamples: import('../train/data').Example[] | undefined;
+  let examples: import('../train/data').Example[] | undefined;
+  if (mainJob) {
+    // the corpus's own validation split for validation and calibration; test stays unseen
+    const { loadExamples } = await import('../train/data');
+    const seqLen = num(o, '--seq-len', 'int') ?? 256;
+    const lo = { seqLen, bosId: model.config.bosTokenId, eosId: model.config.eosTokenIds[0] };
+    // a prefix of the (hash-ordered, so mixed) train split is plenty for the routers
+    examples = loadExamples(path.join(EMBEDDED_CORPUS, 'train.txt'), model.tokenizer!, { ...lo, maxChars: MAIN_JOB.trainChars }).examples;
+    valExamples = loadExamples(path.join(EMBEDDED_CORPUS, 'validation.txt'), model.tokenizer!, lo).examples.slice(0, 64);
+  }
   const tty = process.stderr.isTTY;
   let lastDraw = 0;
   try {
     const r = await tune(model, {
-      data,
+      data: examples ? undefined : data,
+      examples,
+      valExamples,
       granularity: granularity as never,
       layers,
       mode: mode as 'mod' | 'keep-kv' | undefined,
       threshold: num(o, '--threshold', 'float'),
-      targetSkip: num(o, '--target-skip', 'float'),
+      targetSkip: num(o, '--target-skip', 'float') ?? (mainJob ? MAIN_JOB.targetSkip : undefined),
       lambda: num(o, '--lambda', 'float'),
       regularizer: regularizer as never,
-      steps: num(o, '--steps', 'int'),
-      lr: num(o, '--lr', 'float'),
+      steps: num(o, '--steps', 'int') ?? (mainJob ? MAIN_JOB.steps : undefined),
+      lr: num(o, '--lr', 'float') ?? (mainJob ? MAIN_JOB.lr : undefined),
       warmupSteps: num(o, '--warmup', 'int'),
       batchSize: num(o, '--batch-size', 'int'),
       gradAccum: num(o, '--grad-accum', 'int'),
@@ -243,6 +273,25 @@ async function tuneCommand(argv: string[]): Promise<number> {
       calibrated: r.calibrated,
       tokensPerSecond: r.tokensPerSecond,
     };
+    if (mainJob && !o.has('--no-eval')) {
+      const { measureAll, mainJobTable, writeMainJobReport } = await import('./main_job');
+      const testText = fsm.readFileSync(path.join(EMBEDDED_CORPUS, 'test.txt'), 'utf8');
+      process.stderr.write('measuring on the test split: no routers, tuned routers, static attention drop …\n');
+      const m = await measureAll(model, testText, { window: 256, limit: num(o, '--eval-tokens', 'int') ?? MAIN_JOB.evalTokens });
+      const reportDir = (o.get('--report') as string | undefined) ?? 'router-tuning-report';
+      // the unigram baseline: token frequencies of the train prefix, scored on the same test tokens
+      const { unigramPerplexity } = await import('./main_job');
+      const trainIds: number[] = [];
+      for (const e of examples!) for (const t of e.ids) trainIds.push(t);
+      const testIds = model.tokenizer!.encode(testText).slice(0, (m.eval.tokens ?? 0) + 1).slice(1);
+      const unigram = unigramPerplexity(trainIds, testIds, model.config.vocabSize);
+      writeMainJobReport(reportDir, m.rows, result, m.eval.tokens ?? 0, unigram);
+      const withEval = { ...result, eval: { ...m.eval, base: m.rows.base, routed: m.rows.routed, staticDrop: m.rows.staticDrop, unigramPerplexity: unigram }, report: reportDir };
+      r.routerSet.dispose();
+      if (json) process.stdout.write(JSON.stringify(withEval) + '\n');
+      else process.stdout.write(`${mainJobTable(m.rows, m.eval.tokens ?? 0)}\n(unigram model on the same tokens: perplexity ${unigram.toFixed(1)})\nrouters saved to ${r.routers}; report written to ${reportDir}/report.md\n`);
+      return 0;
+    }
     r.routerSet.dispose();
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else {

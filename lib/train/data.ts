@@ -57,6 +57,8 @@ export interface LoadOptions {
   bosId?: number;
   /** appended to every document / JSONL record (unless it already ends with it) */
   eosId?: number;
+  /** plain text: read at most this many characters per file, cut at the last blank line before it */
+  maxChars?: number;
 }
 
 export interface LoadedData {
@@ -190,7 +192,11 @@ function loadText(files: string[], tok: TextTokenizer, o: LoadOptions, out: Load
   const docs: number[][] = [];
   let total = 0;
   for (const f of files) {
-    const text = readText(f);
+    let text = readText(f);
+    if (o.maxChars !== undefined && text.length > o.maxChars) {
+      const cut = text.lastIndexOf('\n\n', o.maxChars);
+      text = text.slice(0, cut > 0 ? cut + 1 : o.maxChars);
+    }
     if (!text.length) continue;
     const ids = tok.encode(text);
     if (o.bosId !== undefined) ids.unshift(o.bosId);
