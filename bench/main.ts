@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--suite kernels|load|tune|skip|all] [--json] [--out DIR] [--filter TEXT]`
+ * `npm run bench -- [--suite kernels|load|tune|skip|embedded|all] [--json] [--out DIR] [--filter TEXT]`
  * Measures the ceilings, runs the suite, prints a table (stderr when --json), writes
  * results.json and results.md into DIR (default bench/out), and with --json prints the
  * DESIGN.md §7 bench object on stdout.
@@ -13,6 +13,7 @@ import { kernelCases } from './kernels';
 import { runLoadSuite } from './load';
 import { runTuneSuite } from './tune';
 import { runSkipSuite } from './skip';
+import { runEmbeddedSuite } from './embedded';
 
 interface Options {
   suite: string;
@@ -22,16 +23,16 @@ interface Options {
   help?: boolean;
 }
 
-export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|load|tune|skip|all] [--json] [--out DIR] [--filter TEXT]
+export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|load|tune|skip|embedded|all] [--json] [--out DIR] [--filter TEXT]
 
 Measures the machine's ceilings (large copy, sgemm 2048³) and the suite's cases in one run.
-  --suite S     kernels | load | tune | skip | all (default all)
+  --suite S     kernels | load | tune | skip | embedded | all (default all)
   --json        print the result object (DESIGN.md §7) on stdout; the table goes to stderr
   --out DIR     write results.json and results.md there (default bench/out)
   --filter TEXT only cases whose name contains TEXT
 `;
 
-const SUITES = ['kernels', 'load', 'tune', 'skip', 'all'];
+const SUITES = ['kernels', 'load', 'tune', 'skip', 'embedded', 'all'];
 
 class UsageError extends Error {}
 
@@ -121,6 +122,7 @@ export async function runBench(argv: string[]): Promise<number> {
   if ((opts.suite === 'load' || opts.suite === 'all') && (!opts.filter || 'load'.includes(opts.filter))) results.push(...runLoadSuite(log));
   if ((opts.suite === 'tune' || opts.suite === 'all') && (!opts.filter || 'tune'.includes(opts.filter))) results.push(...runTuneSuite(log));
   if ((opts.suite === 'skip' || opts.suite === 'all') && (!opts.filter || 'skip'.includes(opts.filter))) results.push(...(await runSkipSuite(log)));
+  if ((opts.suite === 'embedded' || opts.suite === 'all') && (!opts.filter || 'embedded'.includes(opts.filter))) results.push(...runEmbeddedSuite(log));
   for (const c of cases) {
     const r = runCase(c, ceilings);
     results.push(r);
