@@ -17,13 +17,8 @@ import { LayerWeights, LinearWeights, MlpWeights, MoeWeights } from '../model/we
 import { Routers } from '../routing/routers';
 import type { LoraSet } from './lora';
 
-export interface Batch {
-  ids: Int32Array;
-  targets: Int32Array;
-  mask: Int32Array;
-  B: number;
-  T: number;
-}
+import type { Batch } from './data';
+export type { Batch } from './data';
 
 export type RegularizerKind = 'global' | 'per-layer' | 'l1';
 

@@ -10,6 +10,7 @@ import { Granularity, Routers } from '../../lib/routing/routers';
 import { forwardBackward, Batch } from '../../lib/train/backprop';
 import { generateBatch } from '../../lib/infer/generate';
 import { Rng } from '../../lib/util/rng';
+import { ROUTING_CASES } from '../helpers/routing';
 
 const fixtures = path.join(__dirname, '..', 'fixtures', 'models');
 let dense: CausalLM;
@@ -23,17 +24,7 @@ afterAll(() => {
   moe.dispose();
 });
 
-const cases: [Granularity, 'mod' | 'keep-kv'][] = [
-  ['attn-seq', 'mod'],
-  ['attn-token', 'mod'],
-  ['attn-token', 'keep-kv'],
-  ['mlp-seq', 'mod'],
-  ['mlp-token', 'mod'],
-  ['block-seq', 'mod'],
-  ['block-token', 'mod'],
-  ['moe-token', 'mod'],
-  ['expert', 'mod'],
-];
+const cases = ROUTING_CASES;
 const modelFor = (g: Granularity) => (g === 'moe-token' || g === 'expert' ? moe : dense);
 
 function batchOf(rng: Rng, lengths: number[], T: number): Batch {

@@ -10,6 +10,7 @@ import { Routers, Granularity, GRANULARITIES } from '../../lib/routing/routers';
 import { forwardBackward, Batch, capacityLoss } from '../../lib/train/backprop';
 import { Tensor, dispose, ops } from '../../lib';
 import { Rng } from '../../lib/util/rng';
+import { ROUTING_CASES } from '../helpers/routing';
 
 const fixtures = path.join(__dirname, '..', 'fixtures', 'models');
 let dense: CausalLM;
@@ -50,17 +51,7 @@ function zeroGrads(r: Routers): Map<number, Tensor> {
   return m;
 }
 
-const cases: [Granularity, 'mod' | 'keep-kv'][] = [
-  ['attn-seq', 'mod'],
-  ['attn-token', 'mod'],
-  ['attn-token', 'keep-kv'],
-  ['mlp-seq', 'mod'],
-  ['mlp-token', 'mod'],
-  ['block-seq', 'mod'],
-  ['block-token', 'mod'],
-  ['moe-token', 'mod'],
-  ['expert', 'mod'],
-];
+const cases = ROUTING_CASES;
 
 describe.each(cases)('%s (%s): router gradients', (g, mode) => {
   test('dL/dg (straight-through, through every later router) matches finite differences', () => {
