@@ -40,7 +40,7 @@ class UsageError extends Error {}
 
 /** Main-job defaults: routers on the default layers (the deepest half but the last), skipping
  * half of them = a quarter of all attention layers. */
-const MAIN_JOB = { targetSkip: 0.5, steps: 120, lr: 2e-2, evalTokens: 20000, trainChars: 2_000_000 };
+const MAIN_JOB = { targetSkip: 0.5, steps: 120, lr: 1e-2, evalTokens: 20000, trainChars: 2_000_000 };
 const MAIN_JOB_EVAL_TOKENS = MAIN_JOB.evalTokens;
 
 const BAD_INPUT_CODES = new Set(['RT_ERR_FORMAT', 'RT_ERR_CONFIG', 'RT_ERR_TOKENIZER', 'RT_ERR_WEIGHTS', 'RT_ERR_ARG', 'RT_ERR_SHAPE', 'RT_ERR_INDEX', 'RT_ERR_DATA']);
@@ -244,7 +244,8 @@ async function tuneCommand(argv: string[]): Promise<number> {
       seqLen: num(o, '--seq-len', 'int'),
       valEvery: num(o, '--val-every', 'int'),
       seed: num(o, '--seed', 'int'),
-      calibrate: o.has('--calibrate'),
+      // the main job calibrates on the validation split so the skip ratio is the one asked for
+      calibrate: o.has('--calibrate') || mainJob,
       loraRank: num(o, '--lora-rank', 'int'),
       out,
       resume: o.get('--resume') as string | undefined,

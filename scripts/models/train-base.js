@@ -7,7 +7,7 @@
 //   node scripts/models/train-base.js --model moe --minutes 10
 //
 // Writes models/<name>/ (config.json, bf16 model.safetensors, tokenizer files) and appends
-// the run's log to scripts/models/<name>.log.
+// the run's log to scripts/models/<name>-training.txt.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -60,7 +60,7 @@ async function main() {
   const stepSeconds = (Date.now() - t0) / 1000;
   full.dispose();
   const steps = Math.max(10, Math.floor((minutes * 60) / (stepSeconds * 1.08)));
-  const logFile = path.join(__dirname, `${name}.log`);
+  const logFile = path.join(__dirname, `${name}-training.txt`);
   const log = (s) => {
     process.stderr.write(s + '\n');
     fs.appendFileSync(logFile, s + '\n');
