@@ -220,7 +220,7 @@ async function tuneCommand(argv: string[]): Promise<number> {
     const lo = { seqLen, bosId: model.config.bosTokenId, eosId: model.config.eosTokenIds[0] };
     // a prefix of the (hash-ordered, so mixed) train split is plenty for the routers
     examples = loadExamples(path.join(EMBEDDED_CORPUS, 'train.txt'), model.tokenizer!, { ...lo, maxChars: MAIN_JOB.trainChars }).examples;
-    valExamples = loadExamples(path.join(EMBEDDED_CORPUS, 'validation.txt'), model.tokenizer!, lo).examples.slice(0, 64);
+    valExamples = loadExamples(path.join(EMBEDDED_CORPUS, 'validation.txt'), model.tokenizer!, lo).examples.slice(0, 32);
   }
   const tty = process.stderr.isTTY;
   let lastDraw = 0;

@@ -81,7 +81,9 @@ function statsSummary(stats: RoutingStats): { skipRatio: number; layers: { layer
 export function perplexityOf(model: CausalLM, ids: number[], o: { window: number; stride: number; routing: boolean; stats?: RoutingStats }): { perplexity: number; tokens: number; accuracy: number } {
   const V = model.config.vocabSize;
   let nll = 0, count = 0, correct = 0, scoredUpTo = 1; // position of the next token to score
-  for (let start = 0; scoredUpTo < ids.length; start += o.stride) {
+  for (let start = 0; scoredUpTo < ids.length; start = Math.min(start + o.stride, scoredUpTo - 1)) {
+    // the next window starts at most one token before the first unscored one, so that
+    // token has context (with stride = window, windows overlap by exactly one token)
     const end = Math.min(ids.length, start + o.window);
     const chunk = Int32Array.from(ids.slice(start, end));
     const cache = model.newCache(1, chunk.length);

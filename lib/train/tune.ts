@@ -143,7 +143,7 @@ function skipOf(layers: LayerStats[]): number {
 export function calibrateThreshold(model: CausalLM, routers: Routers, val: Example[], target: number, batchSize: number, maxBatches: number): { threshold: number; skipRatio: number } {
   let lo = 0, hi = 1;
   let best = { threshold: routers.thresholds.get(routers.layers[0])!, skipRatio: NaN, err: Infinity };
-  for (let it = 0; it < 20; it++) {
+  for (let it = 0; it < 14; it++) {
     const mid = (lo + hi) / 2;
     for (const l of routers.layers) routers.thresholds.set(l, mid);
     const skip = skipOf(evaluateRouted(model, routers, val, batchSize, maxBatches).layers);

@@ -97,3 +97,9 @@ test('router-tuning eval: table, --json (DESIGN §7) and a report folder with SV
   expect(c.code).toBe(2);
   expect(c.err).toMatch(/--task expected perplexity or multiple-choice/);
 });
+
+test('perplexity with stride = window scores every token exactly once (windows overlap by one)', () => {
+  const ids = [1, ...model.tokenizer!.encode(text)].slice(0, 41);
+  expect(ids.length).toBeGreaterThan(20);
+  for (const [w, s] of [[8, 8], [10, 4], [16, 16], [40, 40], [64, 32]]) expect(perplexityOf(model, ids, { window: w, stride: s, routing: false }).tokens).toBe(ids.length - 1);
+});
