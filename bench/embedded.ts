@@ -28,7 +28,7 @@ export function runEmbeddedSuite(log: (s: string) => void): CaseResult[] {
       c('main job wall time', seconds, 's'),
       c('test perplexity, no routers', e.base.perplexity, 'ppl'),
       c('test perplexity, unigram model', e.unigramPerplexity, 'ppl'),
-      c(`test perplexity, tuned routers (skip ${(e.routed.skipRatio * 100).toFixed(0)}% of routed = ${((e.routed.skipRatio * e.routed.layers.length) / 8 * 100).toFixed(0)}% of attention layers)`, e.routed.perplexity, 'ppl'),
+      c(`test perplexity, tuned ${j.granularity} routers (skip ${(e.routed.skipRatio * 100).toFixed(0)}% of the ${e.routed.layers.length} routed layers' executions)`, e.routed.perplexity, 'ppl'),
       c(`test perplexity, static attention drop (layers ${e.staticDrop.droppedLayers.join(',')})`, e.staticDrop.perplexity, 'ppl'),
       c('relative perplexity rise, routers', rise(e.routed), 'x', { target: 0.02, lowerIsBetter: true }),
       c('relative perplexity rise, static drop', rise(e.staticDrop), 'x'),

@@ -38,7 +38,7 @@ test('a shortened main job (router-tuning tune with no model or data) runs end t
     const r = await runCli(['tune', '--steps', '3', '--eval-tokens', '300', '--out', path.join(tmp, 'routers.safetensors'), '--report', path.join(tmp, 'report'), '--json']);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
-    expect(j).toMatchObject({ granularity: 'attn-seq', steps: 3 });
+    expect(j).toMatchObject({ granularity: 'attn-token', steps: 3 });
     for (const k of ['base', 'routed', 'staticDrop']) {
       expect(j.eval[k].perplexity).toBeGreaterThan(1);
       expect(j.eval[k].nextTokenAccuracy).toBeGreaterThanOrEqual(0);
