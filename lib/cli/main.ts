@@ -189,6 +189,8 @@ async function tuneCommand(argv: string[]): Promise<number> {
   // The main job: no model and no data → the embedded model on the embedded corpus, then
   // the test-split table and report.
   const mainJob = dirOpt === undefined && dataOpt === undefined;
+  if (dirOpt !== undefined && dataOpt === undefined)
+    throw new UsageError('--data PATH is required with --model (run with neither for the main job on the embedded model and corpus)');
   const dir = typeof dirOpt === 'string' ? dirOpt : EMBEDDED_MODEL;
   const data = typeof dataOpt === 'string' ? dataOpt : path.join(EMBEDDED_CORPUS, 'train.txt');
   const fsm = await import('fs');
