@@ -110,7 +110,6 @@ function choiceScores(model: CausalLM, item: McItem, routing: boolean, stats?: R
   const tok = model.tokenizer!;
   const ctxIds = tok.encode(item.context);
   const bos = model.config.bosTokenId;
-  const prefix = bos !== undefined && ctxIds[0] !== bos ? [bos, ...ctxIds] : ctxIds;
   const V = model.config.vocabSize;
   return item.choices.map((choice) => {
     const full = tok.encode(item.context + choice);
@@ -128,7 +127,6 @@ function choiceScores(model: CausalLM, item: McItem, routing: boolean, stats?: R
     cache.dispose();
     let ll = 0;
     for (let p = first; p < ids.length; p++) ll += logSoftmaxAt(logits.subarray((p - 1) * V, p * V), ids[p]);
-    void prefix;
     return ll;
   });
 }

@@ -71,8 +71,9 @@ interface InferCtx {
 const allRows = (rows: Int32Array, N: number) => rows.length === N;
 
 export class CausalLM {
-  private readonly invFreq: Tensor;
-  private readonly attnScale: number;
+  /** RoPE inverse frequencies [D/2] and cos/sin scale, from the config. */
+  readonly invFreq: Tensor;
+  readonly attnScale: number;
   private disposed = false;
   /** The attached routers (attachRouters, loadRouters, or a finished tune()). */
   routers?: Routers;

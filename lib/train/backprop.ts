@@ -167,6 +167,8 @@ class Ctx {
   readonly nValid: number;
   gateGrads?: Map<number, Float32Array>;
   scores?: Map<number, Float32Array>;
+  /** Capacity-term gradient per expert assignment, by layer (expert routers). */
+  expertReg?: Map<number, Float32Array>;
   /** LoRA intermediates u = x·Aᵀ by projection name (freed with the context). */
   readonly loraU = new Map<string, Tensor>();
   constructor(
@@ -407,10 +409,8 @@ function attnCore(
     kc = ops.clamp(kn, -c, c);
     vc = ops.clamp(v, -c, c);
   }
-  const scale = ctx.model['attnScale' as keyof CausalLM] as unknown as number;
-  void scale;
-  const invFreq = (ctx.model as unknown as { invFreq: Tensor }).invFreq;
-  const attnScale = (ctx.model as unknown as { attnScale: number }).attnScale;
+  const invFreq = ctx.model.invFreq;
+  const attnScale = ctx.model.attnScale;
   const qr = ops.rope(qc.reshape([N, Hq, D]), ctx.ropePos, invFreq, { attnScale });
   const kr = ops.rope(kc.reshape([N, Hkv, D]), ctx.ropePos, invFreq, { attnScale });
   // mod: a skipped token's key/value is invisible to the other tokens of this layer.
@@ -629,9 +629,6 @@ function layerBackward(ctx: Ctx, l: number, s: LayerSave, dy: Tensor, needInput:
   }
   if (dx1 && dx1 !== dx) dx1.dispose();
   dispose(toDispose);
-  void D;
-  void Hq;
-  void Hkv;
   return needInput || full ? dx : undefined;
 }
 
@@ -660,8 +657,8 @@ function attnBackward(ctx: Ctx, l: number, dfa: Tensor, s: LayerSave, w: LayerWe
     ({ dq, dk, dv } = ops.attentionBackward(datt.reshape(shape4), a.qr, a.kr, a.v, a.att, a.lse, { qpos: ctx.qpos, kpos: a.kpos, window }));
   }
   datt.dispose();
-  const invFreq = (ctx.model as unknown as { invFreq: Tensor }).invFreq;
-  const attnScale = (ctx.model as unknown as { attnScale: number }).attnScale;
+  const invFreq = ctx.model.invFreq;
+  const attnScale = ctx.model.attnScale;
   let dqn = ops.ropeBackward(dq!.reshape([N, Hq, D]), ctx.ropePos, invFreq, { attnScale }).reshape([N, Hq * D]);
   let dkn = ops.ropeBackward(dk!.reshape([N, Hkv, D]), ctx.ropePos, invFreq, { attnScale }).reshape([N, Hkv * D]);
   let dvv = dv!.reshape([N, Hkv * D]);
@@ -726,9 +723,7 @@ function moeBackward(ctx: Ctx, l: number, dfm: Tensor, s: LayerSave, w: MoeWeigh
     const dEff = cb.dtopkW!.toFloat32Array();
     const { s: sc, g, topkW, topkIdx, E, K } = expertRoute;
     const N = ctx.N;
-    const regG = undefined as Float32Array | undefined;
-    void regG;
-    const regGrad = (ctx as unknown as { expertReg?: Map<number, Float32Array> }).expertReg?.get(l);
+    const regGrad = ctx.expertReg?.get(l);
     const dz = new Float32Array(N * E);
     const scale = ctx.opts.lossScale ?? 1;
     if (ctx.gateGrads) ctx.gateGrads.set(l, Float32Array.from(dEff, (v, i) => v * topkW[i]));
@@ -910,7 +905,7 @@ function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOpti
       if (rs.expert) expertReg.set(st.layer, new Float32Array(rs.gateJs.length).fill(gval));
       else reg2.perLayer.set(st.layer, new Float32Array(rs.gateJs.length).fill(gval));
     }
-    (ctx as unknown as { expertReg: Map<number, Float32Array> }).expertReg = expertReg;
+    ctx.expertReg = expertReg;
     for (let l = cfg.numLayers - 1; l >= firstTrainable; l--) {
       const s = saves.get(l)!;
       const needInput = l > firstTrainable || !!opts.fullParams;
