@@ -392,14 +392,14 @@ export class CausalLM {
     return out;
   }
 
-  /** Logits [T, V] (row-major) for one sequence of token ids. */
-  async logits(ids: ArrayLike<number>): Promise<Float32Array> {
+  /** Logits [T, V] (row-major) for one sequence of token ids; `routing: false` ignores attached routers. */
+  async logits(ids: ArrayLike<number>, opts: { routing?: boolean } = {}): Promise<Float32Array> {
     this.ensureLive('logits');
     const arr = Int32Array.from(ids);
     if (arr.length === 0) throw new ArgumentError('logits: expected at least one token id, received none');
     const cache = this.newCache(1, arr.length);
     try {
-      const out = this.forward(arr, null, 1, arr.length, cache);
+      const out = this.forward(arr, null, 1, arr.length, cache, { routing: opts.routing });
       const data = out.toFloat32Array();
       out.dispose();
       return data;

@@ -63,6 +63,7 @@ describe.each(cases)('%s (%s)', (g, mode) => {
     const r = model.attachRouters({ granularity: g, mode, layers: g === 'moe-token' || g === 'expert' ? [0, 1, 2] : [0, 1, 2] });
     try {
       expect(Array.from(await model.logits(ids))).toEqual(Array.from(base));
+      expect(Array.from(await model.logits(ids, { routing: false }))).toEqual(Array.from(base));
     } finally {
       r.dispose();
       model.routers = undefined;
