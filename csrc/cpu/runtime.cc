@@ -60,13 +60,26 @@ const char* rt_dtype_name(rt_dtype dtype) {
   return "unknown";
 }
 
+// Large buffers start at a rotating cache-line offset inside their first page: two big
+// buffers that an op reads and writes in step (x and out) would otherwise sit at the same
+// offset modulo 4 KiB, and the CPU's store-to-load alias check (4K aliasing) stalls every
+// such pair. The offset header keeps the base pointer for rt_free.
+namespace {
+constexpr size_t kStagger = 1 << 20;  // buffers from 1 MiB up get an offset
+std::atomic<uint64_t> g_stagger{0};
+}  // namespace
+
 void* rt_alloc(size_t bytes) {
   // Round up to the alignment so aligned_alloc's size contract holds; 0 bytes still
   // returns a unique pointer so an empty tensor is a valid tensor.
   size_t rounded = ((bytes + 63) / 64) * 64;
   if (rounded == 0) rounded = 64;
-  void* ptr = std::aligned_alloc(64, rounded);
-  if (!ptr) return nullptr;
+  size_t offset = 0;
+  if (rounded >= kStagger) offset = 64 * (1 + (g_stagger.fetch_add(1) * 23) % 63);  // 64 … 4032 bytes
+  void* base = std::aligned_alloc(64, rounded + offset);
+  if (!base) return nullptr;
+  void* ptr = static_cast<char*>(base) + offset;
+  if (offset) std::memcpy(static_cast<char*>(ptr) - sizeof(void*), &base, sizeof(void*));
   int64_t now = g_allocated.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
   int64_t peak = g_peak.load();
   while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
@@ -77,7 +90,10 @@ void* rt_alloc(size_t bytes) {
 
 void rt_free(void* ptr, size_t bytes) {
   if (!ptr) return;
-  std::free(ptr);
+  size_t rounded = ((bytes + 63) / 64) * 64;
+  void* base = ptr;
+  if (rounded >= kStagger) std::memcpy(&base, static_cast<char*>(ptr) - sizeof(void*), sizeof(void*));
+  std::free(base);
   g_allocated.fetch_sub(static_cast<int64_t>(bytes));
   g_live.fetch_sub(1);
 }
