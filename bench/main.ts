@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { backendInfo } from '../lib';
+import { writeFileAtomic } from '../lib/util/atomic';
 import { CaseResult, measureCeilings, runCase, BenchCase } from './harness';
 import { kernelCases } from './kernels';
 import { runLoadSuite } from './load';
@@ -155,18 +156,14 @@ export async function runBench(argv: string[]): Promise<number> {
     markdownTable(results),
     '',
   ].join('\n');
-  writeAtomic(path.join(opts.out, 'results.json'), JSON.stringify(report, null, 2) + '\n');
-  writeAtomic(path.join(opts.out, 'results.md'), md);
+  writeFileAtomic(path.join(opts.out, 'results.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileAtomic(path.join(opts.out, 'results.md'), md);
   if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
   else log(`\nwrote ${path.join(opts.out, 'results.md')}`);
   return 0;
 }
 
-function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
-}
+
 
 if (require.main === module) {
   runBench(process.argv.slice(2)).then(

@@ -6,6 +6,7 @@
 import * as path from 'path';
 import { backendInfo } from '../backend';
 import { RouterTuningError } from '../errors';
+import { writeFileAtomic } from '../util/atomic';
 
 const USAGE = `usage: router-tuning <command> [options]
 
@@ -65,17 +66,9 @@ function parseOptions(argv: string[], valued: string[], booleans: string[]): Map
   return out;
 }
 
-function parseFlags(argv: string[], allowed: string[]): Set<string> {
-  const flags = new Set<string>();
-  for (const a of argv) {
-    if (!allowed.includes(a)) throw new UsageError(`unknown option '${a}' (allowed: ${allowed.join(', ')})`);
-    flags.add(a);
-  }
-  return flags;
-}
 
 async function info(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, ['--json', '--help', '-h']);
+  const flags = parseOptions(argv, [], ['--json', '--help', '-h']);
   if (flags.has('--help') || flags.has('-h')) {
     process.stdout.write(INFO_USAGE);
     return 0;
@@ -119,10 +112,7 @@ async function logits(argv: string[]): Promise<number> {
     const shape = [ids.length, model.config.vocabSize];
     const out = o.get('--out');
     if (typeof out === 'string') {
-      const fs = await import('fs');
-      const tmp = `${out}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, Buffer.from(values.buffer, values.byteOffset, values.byteLength));
-      fs.renameSync(tmp, out);
+      writeFileAtomic(out, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
       if (!o.has('--json')) process.stderr.write(`wrote ${shape[0]}×${shape[1]} float32 logits to ${out}\n`);
     }
     if (o.has('--json')) process.stdout.write(JSON.stringify({ shape, logits: Array.from(values) }) + '\n');
@@ -468,11 +458,7 @@ function writeEvalReport(dir: string, r: import('../infer/evaluate').EvalResult)
   const yLabel = r.task === 'perplexity' ? 'perplexity (lower is better)' : 'accuracy';
   const series = [{ label: 'routers', color: '#3b7dd8', points: [{ x: 0, y: val(r.base) }, ...(r.routed ? [{ x: r.routed.skipRatio, y: val(r.routed) }] : [])] }];
   if (r.staticDrop) series.push({ label: 'static attention drop', color: '#d8643b', points: [{ x: 0, y: val(r.base) }, { x: r.staticDrop.skipRatio, y: val(r.staticDrop) }] });
-  const write = (name: string, text: string) => {
-    const file = path.join(dir, name);
-    fs.writeFileSync(`${file}.tmp`, text);
-    fs.renameSync(`${file}.tmp`, file);
-  };
+  const write = (name: string, text: string) => writeFileAtomic(path.join(dir, name), text);
   write('quality-vs-skip.svg', lineChartSvg(`${r.task}: quality vs skip ratio`, 'skip ratio', yLabel, series));
   if (r.routed?.layers) write('layer-skip.svg', barChartSvg('skip rate per routed layer', r.routed.layers.map((l) => ({ label: String(l.layer), value: 1 - l.executedFraction })), 'skipped'));
   const md = ['# Evaluation', '', `Task: ${r.task} (${r.tokens ?? r.items} ${r.task === 'perplexity' ? 'tokens' : 'items'})`, '', '| model | ' + (r.task === 'perplexity' ? 'perplexity' : 'accuracy | acc_norm') + ' | skip ratio |', r.task === 'perplexity' ? '|---|---:|---:|' : '|---|---:|---:|---:|'];

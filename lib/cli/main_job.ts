@@ -8,6 +8,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { writeFileAtomic } from '../util/atomic';
 import type { CausalLM } from '../model/causal_lm';
 import type { EvalMetrics, EvalResult } from '../infer/evaluate';
 
@@ -75,11 +76,7 @@ export function writeMainJobReport(dir: string, rows: Record<'base' | 'routed' |
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const { lineChartSvg, barChartSvg } = require('../infer/plots') as typeof import('../infer/plots');
   fs.mkdirSync(dir, { recursive: true });
-  const write = (name: string, text: string) => {
-    const f = path.join(dir, name);
-    fs.writeFileSync(`${f}.tmp`, text);
-    fs.renameSync(`${f}.tmp`, f);
-  };
+  const write = (name: string, text: string) => writeFileAtomic(path.join(dir, name), text);
   write(
     'quality-vs-skip.svg',
     lineChartSvg('test perplexity vs skip ratio', 'skip ratio (routed layers)', 'perplexity (lower is better)', [

@@ -22,7 +22,7 @@ import { TextTokenizer, loadTokenizer } from './tokenizer';
 import { LayerWeights, LinearWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
 import { LoraSet, loadLora as loadLoraFile } from '../train/lora';
 import { KVCache, LayerKV } from '../infer/kv_cache';
-import { GenerateOptions, GenerateResult, GeneratedToken, generateStream } from '../infer/generate';
+import { GenerateOptions, GenerateResult, GeneratedToken, generateBatch, generateStream } from '../infer/generate';
 export { KVCache } from '../infer/kv_cache';
 import { RouterOptions, Routers } from '../routing/routers';
 import { loadRouters as loadRouterFile, saveRouters as saveRouterFile } from '../routing/checkpoint';
@@ -445,29 +445,12 @@ export class CausalLM {
     this.ensureLive('generateGreedy');
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
       throw new ArgumentError(`generateGreedy: 'maxNewTokens' expected an integer >= 0, received ${maxNewTokens}`);
-    const ids = Int32Array.from(prompt);
+    const ids = Array.from(prompt);
     if (ids.length === 0) throw new ArgumentError('generateGreedy: expected a non-empty prompt');
-    const cache = this.newCache(1, ids.length + maxNewTokens);
-    const V = this.config.vocabSize;
-    const outTokens: number[] = [];
-    try {
-      let logits = this.forward(ids, null, 1, ids.length, cache);
-      for (let i = 0; i < maxNewTokens; i++) {
-        const rows = logits.shape[0];
-        const last = new Float32Array(V);
-        const all = logits.toFloat32Array();
-        last.set(all.subarray((rows - 1) * V, rows * V));
-        logits.dispose();
-        let best = 0;
-        for (let j = 1; j < V; j++) if (last[j] > last[best]) best = j;
-        outTokens.push(best);
-        if (opts.eosTokenIds?.includes(best) || i === maxNewTokens - 1) break;
-        logits = this.forward(Int32Array.of(best), null, 1, 1, cache);
-      }
-      return outTokens;
-    } finally {
-      cache.dispose();
-    }
+    // the generation loop of generateBatch, greedy, cut at the first of the given EOS ids
+    const [r] = await generateBatch(this, [ids], { maxTokens: maxNewTokens, stopAtEos: false });
+    const stop = r.tokens.findIndex((t) => opts.eosTokenIds?.includes(t));
+    return stop >= 0 ? r.tokens.slice(0, stop + 1) : r.tokens;
   }
 
   /**

@@ -16,6 +16,7 @@ import { forwardBackward, FullGrads } from './backprop';
 import { BatchStream, Example, collate } from './data';
 import { AdamW, Param, clipGradNorm } from './optimizer';
 import { learningRate } from './schedule';
+import { writeFileAtomic } from '../util/atomic';
 
 /** Every trainable weight of the model by the name backprop uses for its gradient. */
 export function namedWeights(model: CausalLM): Map<string, Tensor> {
@@ -137,9 +138,7 @@ export function saveHfModel(dir: string, model: CausalLM, rawConfig: Record<stri
     dispose(temp);
   }
   const cfg = { ...rawConfig, torch_dtype: dtype, architectures: [rawConfig.model_type === 'olmoe' ? 'OlmoeForCausalLM' : 'LlamaForCausalLM'] };
-  const tmp = path.join(dir, `config.json.tmp-${process.pid}`);
-  fs.writeFileSync(tmp, JSON.stringify(cfg, null, 2) + '\n');
-  fs.renameSync(tmp, path.join(dir, 'config.json'));
+  writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
     const src = path.join(tokenizerDir, f);
     if (fs.existsSync(src)) fs.copyFileSync(src, path.join(dir, f));
