@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--suite kernels|load|tune|skip|embedded|all] [--json] [--out DIR] [--filter TEXT]`
+ * `npm run bench -- [--suite kernels|load|tune|skip|embedded|cuda|all] [--json] [--out DIR] [--filter TEXT]`
  * Measures the ceilings, runs the suite, prints a table (stderr when --json), writes
  * results.json and results.md into DIR (default bench/out), and with --json prints the
  * DESIGN.md §7 bench object on stdout.
@@ -15,6 +15,7 @@ import { runLoadSuite } from './load';
 import { runTuneSuite } from './tune';
 import { runSkipSuite } from './skip';
 import { runEmbeddedSuite } from './embedded';
+import { runCudaSuite } from './cuda';
 
 interface Options {
   suite: string;
@@ -24,16 +25,17 @@ interface Options {
   help?: boolean;
 }
 
-export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|load|tune|skip|embedded|all] [--json] [--out DIR] [--filter TEXT]
+export const BENCH_USAGE = `usage: router-tuning bench [--suite kernels|load|tune|skip|embedded|cuda|all] [--json] [--out DIR] [--filter TEXT]
 
 Measures the machine's ceilings (large copy, sgemm 2048³) and the suite's cases in one run.
-  --suite S     kernels | load | tune | skip | embedded | all (default all)
+  --suite S     kernels | load | tune | skip | embedded | cuda | all (default all; all = the CPU suites)
+                cuda: GPU ceilings (D2D copy, bf16 GEMM) and cases; results files only with --out
   --json        print the result object (DESIGN.md §7) on stdout; the table goes to stderr
   --out DIR     write results.json and results.md there (default bench/out)
   --filter TEXT only cases whose name contains TEXT
 `;
 
-const SUITES = ['kernels', 'load', 'tune', 'skip', 'embedded', 'all'];
+const SUITES = ['kernels', 'load', 'tune', 'skip', 'embedded', 'cuda', 'all'];
 
 class UsageError extends Error {}
 
@@ -110,6 +112,7 @@ export async function runBench(argv: string[]): Promise<number> {
     process.stdout.write(BENCH_USAGE);
     return 0;
   }
+  if (opts.suite === 'cuda') return runCudaSuite({ json: opts.json, out: argv.includes('--out') ? opts.out : undefined, filter: opts.filter, argv });
   const log = (s: string) => (opts.json ? process.stderr : process.stdout).write(s + '\n');
   const machine = machineDescription();
   log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.threads} threads, ${machine.simd}`);

@@ -11,23 +11,33 @@ export type NativeHandle = object & { readonly __rtHandle?: never };
 
 /** Core runtime functions every module may use; op families add their own typed views. */
 export interface NativeCore {
-  tensor_alloc(numel: number, dtype: number): NativeHandle;
+  tensor_alloc(numel: number, dtype: number, device?: number): NativeHandle;
   tensor_free(h: NativeHandle): void;
   tensor_write(h: NativeHandle, data: Float32Array | Int32Array | Uint16Array, offset: number): void;
   tensor_read(h: NativeHandle, data: Float32Array | Int32Array | Uint16Array, offset: number): void;
   tensor_copy(dst: NativeHandle, src: NativeHandle, dstOffset: number, srcOffset: number, count: number): void;
-  tensor_info(h: NativeHandle): { numel: number; bytes: number; dtype: number; disposed: boolean };
+  tensor_info(h: NativeHandle): { numel: number; bytes: number; dtype: number; disposed: boolean; device: string };
   runtime_info(): {
     threads: number;
     simd: string;
     blas: string;
     cuda: boolean;
     cudaDevices: number;
+    cudaDevice?: string;
+    cudaReason?: string;
+    cudaBlas?: string;
+    cudaAllocatedBytes?: number;
+    cudaPeakBytes?: number;
+    cudaCachedBytes?: number;
+    cudaLiveBuffers?: number;
     allocatedBytes: number;
     peakBytes: number;
     liveBuffers: number;
   };
   set_num_threads(n: number): void;
+  cuda_synchronize(): void;
+  cuda_empty_cache(): void;
+  cuda_set_gemm_backend(backend: number): void;
   abiVersion: number;
 }
 

@@ -6,11 +6,13 @@
  * finalizer frees what JS drops without disposing (a safety net, not the plan).
  * Reshaped views share storage and reference-count it.
  */
-import { DisposedError, DTypeError, ShapeError } from './errors';
+import { ArgumentError, DisposedError, DTypeError, ShapeError } from './errors';
 import { native, NativeHandle } from './native';
 
 export type DType = 'float32' | 'bfloat16' | 'int32';
-export type Device = 'cpu';
+export type Device = 'cpu' | 'cuda';
+
+const DEVICE_CODE: Record<Device, number> = { cpu: 0, cuda: 1 };
 
 export const DTYPE_CODE: Record<DType, number> = { float32: 0, bfloat16: 1, int32: 2 };
 export const DTYPE_BYTES: Record<DType, number> = { float32: 4, bfloat16: 2, int32: 4 };
@@ -46,29 +48,31 @@ export function shapeNumel(shape: readonly number[]): number {
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
-  readonly device: Device = 'cpu';
+  readonly device: Device;
   readonly numel: number;
   private storage: Storage | null;
 
-  private constructor(storage: Storage, shape: readonly number[], dtype: DType) {
+  private constructor(storage: Storage, shape: readonly number[], dtype: DType, device: Device) {
     this.storage = storage;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
+    this.device = device;
     this.numel = shapeNumel(shape);
     const scope = scopeStack[scopeStack.length - 1];
     if (scope) scope.add(this);
   }
 
-  /** Uninitialised tensor. */
-  static empty(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+  /** Uninitialised tensor on `device` ('cuda' needs a CUDA build and a GPU). */
+  static empty(shape: readonly number[], dtype: DType = 'float32', device: Device = 'cpu'): Tensor {
     const numel = shapeNumel(shape);
     if (!(dtype in DTYPE_CODE)) throw new DTypeError(`tensor: unknown dtype '${dtype}', expected float32, bfloat16 or int32`);
-    const handle = native().tensor_alloc(numel, DTYPE_CODE[dtype]);
-    return new Tensor(new Storage(handle, numel), shape, dtype);
+    if (!(device in DEVICE_CODE)) throw new ArgumentError(`tensor: unknown device '${device}', expected cpu or cuda`);
+    const handle = device === 'cpu' ? native().tensor_alloc(numel, DTYPE_CODE[dtype]) : native().tensor_alloc(numel, DTYPE_CODE[dtype], DEVICE_CODE[device]);
+    return new Tensor(new Storage(handle, numel), shape, dtype, device);
   }
 
-  static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
-    const t = Tensor.empty(shape, dtype);
+  static zeros(shape: readonly number[], dtype: DType = 'float32', device: Device = 'cpu'): Tensor {
+    const t = Tensor.empty(shape, dtype, device);
     if (t.numel > 0) t.write(dtype === 'float32' ? new Float32Array(t.numel) : dtype === 'int32' ? new Int32Array(t.numel) : new Uint16Array(t.numel));
     return t;
   }
@@ -77,13 +81,13 @@ export class Tensor {
    * A tensor holding `data`. For bfloat16, `data` is float values (rounded to nearest
    * even) unless it is a Uint16Array, taken as raw bfloat16 bits.
    */
-  static from(data: TensorData, shape?: readonly number[], dtype?: DType): Tensor {
+  static from(data: TensorData, shape?: readonly number[], dtype?: DType, device: Device = 'cpu'): Tensor {
     const dt: DType = dtype ?? (data instanceof Int32Array ? 'int32' : 'float32');
     const sh = shape ?? [data.length];
     const numel = shapeNumel(sh);
     if (numel !== data.length)
       throw new ShapeError(`tensor: shape [${sh.join(', ')}] needs ${numel} values, received ${data.length}`);
-    const t = Tensor.empty(sh, dt);
+    const t = Tensor.empty(sh, dt, device);
     if (dt === 'bfloat16' && !(data instanceof Uint16Array)) {
       t.write(floatToBf16Bits(data));
     } else if (dt === 'int32') {
@@ -156,13 +160,22 @@ export class Tensor {
       throw new ShapeError(`reshape: [${this.shape.join(', ')}] has ${this.numel} elements, [${shape.join(', ')}] needs ${n}`);
     void this.handle; // throws if disposed
     this.storage!.refs++;
-    return new Tensor(this.storage!, shape, this.dtype);
+    return new Tensor(this.storage!, shape, this.dtype, this.device);
   }
 
   /** A copy in new storage. */
   clone(): Tensor {
-    const t = Tensor.empty(this.shape, this.dtype);
+    const t = Tensor.empty(this.shape, this.dtype, this.device);
     native().tensor_copy(t.handle, this.handle, 0, 0, this.numel);
+    return t;
+  }
+
+  /** This tensor on `device`: itself when already there, else a copy (the caller owns it). */
+  to(device: Device): Tensor {
+    void this.handle; // throws if disposed
+    if (device === this.device) return this;
+    const t = Tensor.empty(this.shape, this.dtype, device);
+    if (this.numel > 0) native().tensor_copy(t.handle, this.handle, 0, 0, this.numel);
     return t;
   }
 
@@ -187,7 +200,7 @@ export class Tensor {
   }
 
   toString(): string {
-    return `Tensor([${this.shape.join(', ')}], ${this.dtype}${this.disposed ? ', disposed' : ''})`;
+    return `Tensor([${this.shape.join(', ')}], ${this.dtype}${this.device === 'cpu' ? '' : `, ${this.device}`}${this.disposed ? ', disposed' : ''})`;
   }
 }
 

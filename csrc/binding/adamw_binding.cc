@@ -21,7 +21,7 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   double wd = a.number(9, "weight_decay");
   int64_t step = a.int64(10, "step", 1, int64_t(1) << 53);
   double grad_scale = a.number(11, "grad_scale");
-  check_status(a.env(), rt_adamw_step(p, m, v, g, n, lr, beta1, beta2, eps, wd, step, grad_scale));
+  check_status(a.env(), RT_OP(a, adamw_step)(p, m, v, g, n, lr, beta1, beta2, eps, wd, step, grad_scale));
   return info.Env().Undefined();
 }
 

@@ -38,6 +38,8 @@ Args::Args(const Napi::CallbackInfo& info, const char* op, size_t count) : info_
                     std::to_string(info.Length()));
 }
 
+const char* device_name(int device) { return device == kCuda ? "cuda" : "cpu"; }
+
 bool Args::is_null(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
 
 Storage* Args::storage(size_t i, const char* name) {
@@ -51,6 +53,15 @@ Storage* Args::storage(size_t i, const char* name) {
     throw_error(env(), "TypeError", "RT_ERR_ARG", std::string(op_) + ": '" + name + "' is not a router-tuning tensor handle");
   if (!s->data)
     throw_error(env(), "Error", "RT_ERR_DISPOSED", std::string(op_) + ": '" + name + "' was already disposed (freed)");
+  if (device_ < 0) {
+    device_ = s->device;
+    device_arg_ = name;
+  } else if (s->device != device_ && !mixed_ok_) {
+    throw_error(env(), "Error", "RT_ERR_DEVICE",
+                std::string(op_) + ": every tensor must be on one device, but '" + device_arg_ + "' is on " +
+                    device_name(device_) + " and '" + name + "' is on " + device_name(s->device) +
+                    " (move one with tensor.to(device))");
+  }
   return s;
 }
 

@@ -21,7 +21,11 @@ struct Storage {
   size_t bytes;
   int64_t numel;
   rt_dtype dtype;
+  int device;  // kCpu or kCuda: where `data` lives
 };
+constexpr int kCpu = 0;
+constexpr int kCuda = 1;
+const char* device_name(int device);
 constexpr uint32_t kStorageMagic = 0x52544e53;  // "RTNS"
 
 [[noreturn]] void throw_error(Napi::Env env, const char* kind, const char* code, const std::string& message);
@@ -49,11 +53,22 @@ class Args {
 
   Napi::Env env() const { return info_.Env(); }
   const char* op() const { return op_; }
+  // True when the op's tensors live on the GPU. Every tensor of one call must be on
+  // one device (checked as each is read); tensor_copy alone may mix them.
+  bool cuda() const { return device_ == kCuda; }
+  void allow_mixed_devices() { mixed_ok_ = true; }
 
  private:
   void* typed(size_t i, const char* name, int64_t numel, rt_dtype want, bool optional);
   const Napi::CallbackInfo& info_;
   const char* op_;
+  int device_ = -1;
+  const char* device_arg_ = nullptr;
+  bool mixed_ok_ = false;
 };
+
+// The kernel for the call's device: rt_<op> on the CPU, rt_cuda_<op> on the GPU
+// (same signature), e.g. check_status(env, RT_OP(a, matmul)(c, x, w, …)).
+#define RT_OP(args, name) ((args).cuda() ? rt_cuda_##name : rt_##name)
 
 }  // namespace rtb

@@ -41,7 +41,7 @@ Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
   const float* v = a.f32(4, "v", d.nk);
   const int32_t* qpos = a.i32_opt(5, "qpos", d.B * d.Tq);
   const int32_t* kpos = a.i32_opt(6, "kpos", d.B * d.Tk);
-  check_status(a.env(), rt_attention_fwd(out, lse, q, k, v, qpos, kpos, d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.scale,
+  check_status(a.env(), RT_OP(a, attention_fwd)(out, lse, q, k, v, qpos, kpos, d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.scale,
                                          d.window));
   return info.Env().Undefined();
 }
@@ -62,7 +62,7 @@ Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
   const float* lse = a.f32(8, "lse", d.nlse);
   const int32_t* qpos = a.i32_opt(9, "qpos", d.B * d.Tq);
   const int32_t* kpos = a.i32_opt(10, "kpos", d.B * d.Tk);
-  check_status(a.env(), rt_attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, qpos, kpos, d.B, d.Tq, d.Tk, d.Hq,
+  check_status(a.env(), RT_OP(a, attention_bwd)(dq, dk, dv, dout, q, k, v, out, lse, qpos, kpos, d.B, d.Tq, d.Tk, d.Hq,
                                          d.Hkv, d.D, d.scale, d.window));
   return info.Env().Undefined();
 }

@@ -20,7 +20,7 @@ Napi::Value CrossEntropyFwd(const Napi::CallbackInfo& info) {
   int32_t ignore_index = static_cast<int32_t>(a.int64(6, "ignore_index", kI32Min, kI32Max));
   double loss = 0.0;
   int64_t counted = 0;
-  check_status(a.env(), rt_cross_entropy_fwd(&loss, &counted, row_loss, lse, logits, targets, T, V, ignore_index));
+  check_status(a.env(), RT_OP(a, cross_entropy_fwd)(&loss, &counted, row_loss, lse, logits, targets, T, V, ignore_index));
   Napi::Object result = Napi::Object::New(info.Env());
   result.Set("loss", Napi::Number::New(info.Env(), loss));
   result.Set("counted", Napi::Number::New(info.Env(), static_cast<double>(counted)));
@@ -38,7 +38,7 @@ Napi::Value CrossEntropyBwd(const Napi::CallbackInfo& info) {
   const int32_t* targets = a.i32(3, "targets", T);
   int32_t ignore_index = static_cast<int32_t>(a.int64(6, "ignore_index", kI32Min, kI32Max));
   float scale = static_cast<float>(a.number(7, "dloss_scale"));
-  check_status(a.env(), rt_cross_entropy_bwd(dlogits, logits, lse, targets, T, V, ignore_index, scale));
+  check_status(a.env(), RT_OP(a, cross_entropy_bwd)(dlogits, logits, lse, targets, T, V, ignore_index, scale));
   return info.Env().Undefined();
 }
 

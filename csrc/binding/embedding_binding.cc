@@ -14,7 +14,7 @@ Napi::Value EmbeddingFwd(const Napi::CallbackInfo& info) {
   rt_dtype dt;
   const void* table = a.floating(1, "table", checked_numel(a.env(), a.op(), {V, C}), &dt);
   const int32_t* ids = a.i32(2, "ids", T);
-  check_status(a.env(), rt_embedding_fwd(out, table, dt, ids, T, V, C));
+  check_status(a.env(), RT_OP(a, embedding_fwd)(out, table, dt, ids, T, V, C));
   return info.Env().Undefined();
 }
 
@@ -25,7 +25,7 @@ Napi::Value EmbeddingBwd(const Napi::CallbackInfo& info) {
   float* dtable = a.f32(0, "dtable", checked_numel(a.env(), a.op(), {V, C}));
   const float* dout = a.f32(1, "dout", checked_numel(a.env(), a.op(), {T, C}));
   const int32_t* ids = a.i32(2, "ids", T);
-  check_status(a.env(), rt_embedding_bwd(dtable, dout, ids, T, V, C));
+  check_status(a.env(), RT_OP(a, embedding_bwd)(dtable, dout, ids, T, V, C));
   return info.Env().Undefined();
 }
 

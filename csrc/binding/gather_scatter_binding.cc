@@ -14,7 +14,7 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   float* out = a.f32(0, "out", checked_numel(a.env(), a.op(), {N, C}));
   const float* x = a.f32(1, "x", checked_numel(a.env(), a.op(), {R, C}));
   const int32_t* idx = a.i32(2, "idx", N);
-  check_status(a.env(), rt_gather_rows(out, x, idx, N, R, C));
+  check_status(a.env(), RT_OP(a, gather_rows)(out, x, idx, N, R, C));
   return info.Env().Undefined();
 }
 
@@ -26,7 +26,7 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   const float* y = a.f32(1, "y", checked_numel(a.env(), a.op(), {N, C}));
   const int32_t* idx = a.i32(2, "idx", N);
   bool accumulate = a.flag(6, "accumulate");
-  check_status(a.env(), rt_scatter_rows(out, y, idx, N, R, C, accumulate ? 1 : 0));
+  check_status(a.env(), RT_OP(a, scatter_rows)(out, y, idx, N, R, C, accumulate ? 1 : 0));
   return info.Env().Undefined();
 }
 

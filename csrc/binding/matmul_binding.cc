@@ -40,7 +40,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     throw_error(env, "RangeError", "RT_ERR_ARG",
                 std::string("matmul: 'c' expected a buffer distinct from '") + (c == x ? "a" : "b") +
                     "', received the same tensor");
-  check_status(env, rt_matmul(c, x, y, bdt, ta ? 1 : 0, tb ? 1 : 0, batch, M, N, K, sa, sb, sc, alpha, beta));
+  check_status(env, RT_OP(a, matmul)(c, x, y, bdt, ta ? 1 : 0, tb ? 1 : 0, batch, M, N, K, sa, sb, sc, alpha, beta));
   return env.Undefined();
 }
 

@@ -23,7 +23,7 @@ Napi::Value RouteFwd(const Napi::CallbackInfo& info) {
   float* w = a.f32(2, "topk_w", tk);
   const float* logits = a.f32(3, "logits", te);
   bool renorm = a.flag(7, "renorm");
-  check_status(a.env(), rt_moe_route_fwd(probs, idx, w, logits, T, E, K, renorm ? 1 : 0));
+  check_status(a.env(), RT_OP(a, moe_route_fwd)(probs, idx, w, logits, T, E, K, renorm ? 1 : 0));
   return info.Env().Undefined();
 }
 
@@ -37,7 +37,7 @@ Napi::Value RouteBwd(const Napi::CallbackInfo& info) {
   const float* probs = a.f32(2, "probs", te);
   const int32_t* idx = a.i32(3, "topk_idx", tk);
   bool renorm = a.flag(7, "renorm");
-  check_status(a.env(), rt_moe_route_bwd(dlogits, dw, probs, idx, T, E, K, renorm ? 1 : 0));
+  check_status(a.env(), RT_OP(a, moe_route_bwd)(dlogits, dw, probs, idx, T, E, K, renorm ? 1 : 0));
   return info.Env().Undefined();
 }
 
@@ -51,7 +51,7 @@ Napi::Value Sort(const Napi::CallbackInfo& info) {
   int32_t* bounds = a.i32(2, "bounds", E + 1);
   const int32_t* idx = a.i32(3, "topk_idx", tk);
   int64_t live = 0;
-  check_status(a.env(), rt_moe_sort(perm, inv, bounds, &live, idx, T, E, K));
+  check_status(a.env(), RT_OP(a, moe_sort)(perm, inv, bounds, &live, idx, T, E, K));
   return Napi::Number::New(info.Env(), static_cast<double>(live));
 }
 
@@ -99,7 +99,7 @@ Napi::Value ExpertsFwd(const Napi::CallbackInfo& info) {
   const float* x = a.f32(3, "x", checked_numel(a.env(), a.op(), {T, C}));
   const int32_t* perm = a.i32(4, "perm", A);
   ExpertWeights w = expert_weights(a, 6, E, C, I);
-  check_status(a.env(), rt_moe_experts_fwd(y, act_gate, act_up, x, perm, bounds, w.gate, w.up, w.down, w.dtype, T, E,
+  check_status(a.env(), RT_OP(a, moe_experts_fwd)(y, act_gate, act_up, x, perm, bounds, w.gate, w.up, w.down, w.dtype, T, E,
                                            K, C, I));
   return info.Env().Undefined();
 }
@@ -124,7 +124,7 @@ Napi::Value ExpertsBwd(const Napi::CallbackInfo& info) {
   ExpertWeights w = expert_weights(a, 8, E, C, I);
   const float* act_gate = a.f32(11, "act_gate", checked_numel(a.env(), a.op(), {A, I}));
   const float* act_up = a.f32(12, "act_up", A * I);
-  check_status(a.env(), rt_moe_experts_bwd(dx, dwg, dwu, dwd, dy, x, perm, bounds, w.gate, w.up, w.down, w.dtype,
+  check_status(a.env(), RT_OP(a, moe_experts_bwd)(dx, dwg, dwu, dwd, dy, x, perm, bounds, w.gate, w.up, w.down, w.dtype,
                                            act_gate, act_up, T, E, K, C, I));
   return info.Env().Undefined();
 }
@@ -139,7 +139,7 @@ Napi::Value CombineFwd(const Napi::CallbackInfo& info) {
   const float* y = a.f32(1, "y", checked_numel(a.env(), a.op(), {A, C}));
   const int32_t* inv = a.i32(2, "inv_perm", tk);
   const float* w = a.f32(3, "topk_w", tk);
-  check_status(a.env(), rt_moe_combine_fwd(out, y, inv, w, T, K, C, A));
+  check_status(a.env(), RT_OP(a, moe_combine_fwd)(out, y, inv, w, T, K, C, A));
   return info.Env().Undefined();
 }
 
@@ -155,7 +155,7 @@ Napi::Value CombineBwd(const Napi::CallbackInfo& info) {
   const float* y = a.f32(3, "y", ac);
   const int32_t* inv = a.i32(4, "inv_perm", tk);
   const float* w = a.f32(5, "topk_w", tk);
-  check_status(a.env(), rt_moe_combine_bwd(dy, dw, dout, y, inv, w, T, K, C, A));
+  check_status(a.env(), RT_OP(a, moe_combine_bwd)(dy, dw, dout, y, inv, w, T, K, C, A));
   return info.Env().Undefined();
 }
 

@@ -16,7 +16,7 @@ Napi::Value RmsnormFwd(const Napi::CallbackInfo& info) {
   const float* x = a.f32(2, "x", n);
   const float* w = a.f32(3, "w", C);
   float eps = static_cast<float>(a.number(6, "eps"));
-  check_status(a.env(), rt_rmsnorm_fwd(out, rstd, x, w, R, C, eps));
+  check_status(a.env(), RT_OP(a, rmsnorm_fwd)(out, rstd, x, w, R, C, eps));
   return info.Env().Undefined();
 }
 
@@ -31,7 +31,7 @@ Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
   const float* x = a.f32(3, "x", n);
   const float* w = a.f32(4, "w", C);
   const float* rstd = a.f32(5, "rstd", R);
-  check_status(a.env(), rt_rmsnorm_bwd(dx, dw, dout, x, w, rstd, R, C));
+  check_status(a.env(), RT_OP(a, rmsnorm_bwd)(dx, dw, dout, x, w, rstd, R, C));
   return info.Env().Undefined();
 }
 

@@ -19,7 +19,7 @@ Napi::Value TokenFwd(const Napi::CallbackInfo& info) {
   const float* w = a.f32(4, "w", C);
   float threshold = static_cast<float>(a.number(7, "threshold"));
   int64_t count = 0;
-  check_status(a.env(), rt_router_token_fwd(score, gate, exec_idx, &count, h, w, T, C, threshold));
+  check_status(a.env(), RT_OP(a, router_token_fwd)(score, gate, exec_idx, &count, h, w, T, C, threshold));
   return Napi::Number::New(info.Env(), static_cast<double>(count));
 }
 
@@ -34,7 +34,7 @@ Napi::Value TokenBwd(const Napi::CallbackInfo& info) {
   const float* score = a.f32(3, "score", T);
   const float* h = a.f32(4, "h", n);
   const float* w = a.f32(5, "w", C);
-  check_status(a.env(), rt_router_token_bwd(dw, dh, dscore, score, h, w, T, C));
+  check_status(a.env(), RT_OP(a, router_token_bwd)(dw, dh, dscore, score, h, w, T, C));
   return info.Env().Undefined();
 }
 
@@ -53,7 +53,7 @@ Napi::Value SeqFwd(const Napi::CallbackInfo& info) {
   const float* w = a.f32(6, "w", C);
   float threshold = static_cast<float>(a.number(10, "threshold"));
   int64_t count = 0;
-  check_status(a.env(), rt_router_seq_fwd(pooled, score, gate, exec_idx, &count, h, mask, w, B, T, C, threshold));
+  check_status(a.env(), RT_OP(a, router_seq_fwd)(pooled, score, gate, exec_idx, &count, h, mask, w, B, T, C, threshold));
   return Napi::Number::New(info.Env(), static_cast<double>(count));
 }
 
@@ -70,7 +70,7 @@ Napi::Value SeqBwd(const Napi::CallbackInfo& info) {
   const float* pooled = a.f32(4, "pooled", bc);
   const int32_t* mask = a.i32_opt(5, "mask", bt);
   const float* w = a.f32(6, "w", C);
-  check_status(a.env(), rt_router_seq_bwd(dw, dh, dscore, score, pooled, mask, w, B, T, C));
+  check_status(a.env(), RT_OP(a, router_seq_bwd)(dw, dh, dscore, score, pooled, mask, w, B, T, C));
   return info.Env().Undefined();
 }
 

@@ -13,7 +13,7 @@ Napi::Value SwigluFwd(const Napi::CallbackInfo& info) {
   float* out = a.f32(0, "out", n);
   const float* gate = a.f32(1, "gate", n);
   const float* up = a.f32(2, "up", n);
-  check_status(a.env(), rt_swiglu_fwd(out, gate, up, n));
+  check_status(a.env(), RT_OP(a, swiglu_fwd)(out, gate, up, n));
   return info.Env().Undefined();
 }
 
@@ -26,7 +26,7 @@ Napi::Value SwigluBwd(const Napi::CallbackInfo& info) {
   const float* dout = a.f32(2, "dout", n);
   const float* gate = a.f32(3, "gate", n);
   const float* up = a.f32(4, "up", n);
-  check_status(a.env(), rt_swiglu_bwd(dgate, dup, dout, gate, up, n));
+  check_status(a.env(), RT_OP(a, swiglu_bwd)(dgate, dup, dout, gate, up, n));
   return info.Env().Undefined();
 }
 

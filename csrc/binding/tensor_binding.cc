@@ -12,31 +12,48 @@ namespace {
 
 constexpr int64_t kMaxBytes = int64_t(1) << 46;
 
+void free_data(Storage* s) {
+  if (!s->data) return;
+  if (s->device == kCuda)
+    rt_cuda_free(s->data, s->bytes);
+  else
+    rt_free(s->data, s->bytes);
+  s->data = nullptr;
+}
+
 void finalize_storage(Napi::Env, Storage* s) {
-  if (s->data) rt_free(s->data, s->bytes);
+  free_data(s);
   s->data = nullptr;
   s->magic = 0;
   delete s;
 }
 
+// tensor_alloc(numel, dtype, device = 0 (cpu) | 1 (cuda))
 Napi::Value TensorAlloc(const Napi::CallbackInfo& info) {
-  Args a(info, "tensor_alloc", 2);
+  Args a(info, "tensor_alloc", info.Length() >= 3 ? 3 : 2);
   int64_t numel = a.int64(0, "numel", 0, kMaxBytes / 4);
   auto dtype = static_cast<rt_dtype>(a.int64(1, "dtype", 0, 2));
+  int device = info.Length() >= 3 ? static_cast<int>(a.int64(2, "device", kCpu, kCuda)) : kCpu;
   size_t bytes = static_cast<size_t>(numel) * rt_dtype_size(dtype);
-  void* data = rt_alloc(bytes);
+  void* data = nullptr;
+  if (device == kCuda) {
+    check_status(info.Env(), rt_cuda_require("tensor_alloc"));
+    data = rt_cuda_alloc(bytes);
+    if (!data) check_status(info.Env(), RT_ERR_NOMEM);
+  } else {
+    data = rt_alloc(bytes);
+  }
   if (!data)
     throw_error(info.Env(), "Error", "RT_ERR_NOMEM",
                 "tensor_alloc: could not allocate " + std::to_string(bytes) + " bytes");
-  auto* s = new Storage{kStorageMagic, data, bytes, numel, dtype};
+  auto* s = new Storage{kStorageMagic, data, bytes, numel, dtype, device};
   return Napi::External<Storage>::New(info.Env(), s, finalize_storage);
 }
 
 Napi::Value TensorFree(const Napi::CallbackInfo& info) {
   Args a(info, "tensor_free", 1);
   Storage* s = a.storage(0, "tensor");
-  rt_free(s->data, s->bytes);
-  s->data = nullptr;
+  free_data(s);
   return info.Env().Undefined();
 }
 
@@ -62,7 +79,10 @@ Napi::Value CopyTyped(const Napi::CallbackInfo& info, bool write) {
   auto* base = static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
   auto* dst = static_cast<uint8_t*>(s->data) + offset * esz;
   if (count == 0) return info.Env().Undefined();  // an empty array may have no backing store
-  if (write)
+  if (s->device == kCuda)
+    check_status(info.Env(), write ? rt_cuda_memcpy(dst, base, count * esz, RT_COPY_H2D)
+                                   : rt_cuda_memcpy(base, dst, count * esz, RT_COPY_D2H));
+  else if (write)
     std::memcpy(dst, base, count * esz);
   else
     std::memcpy(base, dst, count * esz);
@@ -75,6 +95,7 @@ Napi::Value TensorRead(const Napi::CallbackInfo& info) { return CopyTyped(info, 
 // tensor_copy(dst, src, dstOffset, srcOffset, count): element copy between tensors of one dtype.
 Napi::Value TensorCopy(const Napi::CallbackInfo& info) {
   Args a(info, "tensor_copy", 5);
+  a.allow_mixed_devices();  // tensor.to(device) copies across
   Storage* dst = a.storage(0, "dst");
   Storage* src = a.storage(1, "src");
   if (dst->dtype != src->dtype)
@@ -88,8 +109,14 @@ Napi::Value TensorCopy(const Napi::CallbackInfo& info) {
                 "tensor_copy: " + std::to_string(count) + " elements do not fit (dst " + std::to_string(dst->numel) +
                     " at " + std::to_string(doff) + ", src " + std::to_string(src->numel) + " at " + std::to_string(soff) + ")");
   size_t esz = rt_dtype_size(dst->dtype);
-  check_status(info.Env(), rt_copy_bytes(static_cast<uint8_t*>(dst->data) + doff * esz,
-                                         static_cast<uint8_t*>(src->data) + soff * esz, count * esz));
+  void* to = static_cast<uint8_t*>(dst->data) + doff * esz;
+  const void* from = static_cast<const uint8_t*>(src->data) + soff * esz;
+  int64_t bytes = count * static_cast<int64_t>(esz);
+  rt_status st = dst->device == kCpu && src->device == kCpu ? rt_copy_bytes(to, from, bytes)
+                 : dst->device == kCuda && src->device == kCuda ? rt_cuda_memcpy(to, from, bytes, RT_COPY_D2D)
+                 : dst->device == kCuda                         ? rt_cuda_memcpy(to, from, bytes, RT_COPY_H2D)
+                                                                : rt_cuda_memcpy(to, from, bytes, RT_COPY_D2H);
+  check_status(info.Env(), st);
   return info.Env().Undefined();
 }
 
@@ -102,6 +129,7 @@ Napi::Value TensorInfo(const Napi::CallbackInfo& info) {
   o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(s->bytes)));
   o.Set("dtype", Napi::Number::New(info.Env(), s->dtype));
   o.Set("disposed", Napi::Boolean::New(info.Env(), s->data == nullptr));
+  o.Set("device", Napi::String::New(info.Env(), device_name(s->device)));
   return o;
 }
 
@@ -115,8 +143,41 @@ Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
   o.Set("peakBytes", Napi::Number::New(env, static_cast<double>(rt_peak_bytes())));
   o.Set("cuda", Napi::Boolean::New(env, rt_cuda_available() != 0));
   o.Set("cudaDevices", Napi::Number::New(env, rt_cuda_device_count()));
+  if (rt_cuda_available()) {
+    char name[512];
+    if (rt_cuda_device_name(name, sizeof name) == RT_OK) o.Set("cudaDevice", Napi::String::New(env, name));
+    o.Set("cudaBlas", Napi::String::New(env, rt_cuda_blas_info()));
+    rt_cuda_memory m;
+    rt_cuda_memory_stats(&m);
+    o.Set("cudaAllocatedBytes", Napi::Number::New(env, static_cast<double>(m.allocated_bytes)));
+    o.Set("cudaPeakBytes", Napi::Number::New(env, static_cast<double>(m.peak_bytes)));
+    o.Set("cudaCachedBytes", Napi::Number::New(env, static_cast<double>(m.cached_bytes)));
+    o.Set("cudaLiveBuffers", Napi::Number::New(env, static_cast<double>(m.live_buffers)));
+  } else {
+    rt_cuda_require("cuda");  // leaves the reason in rt_last_error
+    o.Set("cudaReason", Napi::String::New(env, rt_last_error()));
+  }
   o.Set("liveBuffers", Napi::Number::New(env, static_cast<double>(rt_live_buffers())));
   return o;
+}
+
+// cuda_synchronize(): waits for every queued GPU op (for timing).
+Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
+  check_status(info.Env(), rt_cuda_synchronize());
+  return info.Env().Undefined();
+}
+
+// cuda_empty_cache(): returns the allocator's cached blocks to the driver.
+Napi::Value CudaEmptyCache(const Napi::CallbackInfo& info) {
+  check_status(info.Env(), rt_cuda_empty_cache());
+  return info.Env().Undefined();
+}
+
+// cuda_set_gemm_backend(0 auto | 1 built-in tensor-core kernel)
+Napi::Value CudaSetGemmBackend(const Napi::CallbackInfo& info) {
+  Args a(info, "cuda_set_gemm_backend", 1);
+  check_status(info.Env(), rt_cuda_set_gemm_backend(static_cast<int>(a.int64(0, "backend", 0, 1))));
+  return info.Env().Undefined();
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -136,6 +197,9 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   exports.Set("tensor_info", Napi::Function::New(env, TensorInfo));
   exports.Set("runtime_info", Napi::Function::New(env, RuntimeInfo));
   exports.Set("set_num_threads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("cuda_synchronize", Napi::Function::New(env, CudaSynchronize));
+  exports.Set("cuda_empty_cache", Napi::Function::New(env, CudaEmptyCache));
+  exports.Set("cuda_set_gemm_backend", Napi::Function::New(env, CudaSetGemmBackend));
 }
 
 }  // namespace rtb

@@ -15,3 +15,4 @@
 #include "rt/gather_scatter.h"
 #include "rt/moe.h"
 #include "rt/adamw.h"
+#include "rt/cuda_ops.h"

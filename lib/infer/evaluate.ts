@@ -197,7 +197,7 @@ export function attentionRedundancy(model: CausalLM, ids: number[], candidates: 
 /** Seq-level routers that always skip the attention of `layers` (and execute the rest). */
 export function staticDropRouters(model: CausalLM, layers: number[]): Routers {
   const all = [...Array(model.config.numLayers).keys()];
-  const r = new Routers(model.config, { granularity: 'attn-seq', layers: all });
+  const r = new Routers(model.config, { granularity: 'attn-seq', layers: all }, model.device);
   for (const l of all) r.thresholds.set(l, layers.includes(l) ? 0.99 : 0.01); // σ(0) = 0.5
   return r;
 }

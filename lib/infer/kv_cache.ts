@@ -9,7 +9,8 @@
  * tokens would take in a cache without routing.
  */
 import { ArgumentError } from '../errors';
-import { Tensor, dispose } from '../tensor';
+import { Device, Tensor, dispose } from '../tensor';
+import { zerosOn } from './device';
 import type { ModelConfig } from '../model/config';
 
 const GROW_SLOTS = 32;
@@ -29,6 +30,8 @@ export class LayerKV {
   constructor(
     readonly batch: number,
     readonly rowElems: number,
+    /** Where K/V live (the model's device). */
+    readonly device: Device = 'cpu',
   ) {
     this.rowOf = new Int32Array(batch).fill(-1);
   }
@@ -53,7 +56,7 @@ export class LayerKV {
     if (need <= this.cap) return;
     const cap = exact ? need : Math.max(need, this.cap + GROW_SLOTS);
     const shape = [this.rows, cap, this.rowElems];
-    const k = Tensor.zeros(shape).keep(), v = Tensor.zeros(shape).keep();
+    const k = zerosOn(shape, 'float32', this.device).keep(), v = zerosOn(shape, 'float32', this.device).keep();
     const pos = new Int32Array(this.rows * cap).fill(-1);
     for (let r = 0; r < this.rows; r++) {
       const n = this.used[r];
@@ -95,10 +98,12 @@ export class KVCache {
     /** Advisory: the most tokens per sequence this cache is expected to hold. */
     readonly capacityHint: number,
     cfg: ModelConfig,
+    /** Where K/V live (the model's device). */
+    readonly device: Device = 'cpu',
   ) {
     if (!Number.isInteger(batch) || batch < 1) throw new ArgumentError(`KVCache: 'batch' expected an integer >= 1, received ${batch}`);
     this.rowElems = cfg.numKvHeads * cfg.headDim;
-    this.layers = Array.from({ length: cfg.numLayers }, () => new LayerKV(batch, this.rowElems));
+    this.layers = Array.from({ length: cfg.numLayers }, () => new LayerKV(batch, this.rowElems, device));
     this.nextPos = new Int32Array(batch);
   }
 

@@ -16,10 +16,11 @@ import * as fs from 'fs';
 import { Checkpoint } from '../io/safetensors';
 import { ArgumentError, RouterTuningError } from '../errors';
 import * as ops from '../ops';
-import { DType, Tensor, dispose, tidy } from '../tensor';
+import { DType, Device, Tensor, dispose, tidy } from '../tensor';
 import { ModelConfig, readConfig } from './config';
 import { TextTokenizer, loadTokenizer } from './tokenizer';
-import { LayerWeights, LinearWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights } from './weights';
+import { LayerWeights, LinearWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights, moveWeights } from './weights';
+import { requireDevice } from '../infer/device';
 import { LoraSet, loadLora as loadLoraFile } from '../train/lora';
 import { KVCache, LayerKV } from '../infer/kv_cache';
 import { GenerateOptions, GenerateResult, GeneratedToken, generateBatch, generateStream } from '../infer/generate';
@@ -28,7 +29,8 @@ import { RouterOptions, Routers } from '../routing/routers';
 import { loadRouters as loadRouterFile, saveRouters as saveRouterFile } from '../routing/checkpoint';
 
 export interface LoadModelOptions {
-  device?: 'cpu';
+  /** Where the weights live and every forward/backward/generate runs (default 'cpu'; 'cuda' needs a CUDA build and a GPU). */
+  device?: Device;
   /** Storage dtype of the large matrices; default: float32 for F32/F16 checkpoints, bfloat16 for BF16 ones. */
   dtype?: 'float32' | 'bfloat16';
   /** Skip loading tokenizer.json (logits-only use). Default false: a model folder needs one. */
@@ -71,9 +73,10 @@ interface InferCtx {
 const allRows = (rows: Int32Array, N: number) => rows.length === N;
 
 export class CausalLM {
-  /** RoPE inverse frequencies [D/2] and cos/sin scale, from the config. */
-  readonly invFreq: Tensor;
+  /** RoPE cos/sin scale, from the config. */
   readonly attnScale: number;
+  private _invFreq: Tensor;
+  private _device: Device;
   private disposed = false;
   /** The attached routers (attachRouters, loadRouters, or a finished tune()). */
   routers?: Routers;
@@ -94,8 +97,45 @@ export class CausalLM {
       high_freq_factor: rope.highFreqFactor,
       original_max_position_embeddings: rope.originalMaxPositionEmbeddings,
     });
-    this.invFreq = Tensor.from(invFreq).keep();
+    this._device = weights.embed.device;
+    this._invFreq = Tensor.from(invFreq, undefined, 'float32', this._device).keep();
     this.attnScale = attentionScaling;
+  }
+
+  /** RoPE inverse frequencies [D/2] (on the model's device). */
+  get invFreq(): Tensor {
+    return this._invFreq;
+  }
+
+  /** The device holding the weights; every tensor a forward/backward/generate creates lives there too. */
+  get device(): Device {
+    return this._device;
+  }
+
+  /**
+   * Moves every weight, the attached routers and LoRA adapters to `device`, disposing the
+   * old copies, and returns the model (a no-op when it is already there). Caches made
+   * before the move belong to the old device: make new ones. All weight copies are made
+   * before any old one is freed, so a failed move (no CUDA, out of memory) changes nothing
+   * of the weights.
+   */
+  to(device: Device): this {
+    this.ensureLive('to');
+    const dev = requireDevice('model.to', device);
+    if (dev === this._device) return this;
+    const invFreq = this._invFreq.to(dev).keep();
+    try {
+      moveWeights(this.weights, dev);
+    } catch (e) {
+      invFreq.dispose();
+      throw e;
+    }
+    this._invFreq.dispose();
+    this._invFreq = invFreq;
+    this._device = dev;
+    this.routers?.to(dev);
+    this.lora?.to(dev);
+    return this;
   }
 
   private ensureLive(op: string): void {
@@ -104,7 +144,7 @@ export class CausalLM {
 
   /** A KV cache for `batch` sequences (capacity is a hint; slots are allocated as used). */
   newCache(batch: number, capacity: number): KVCache {
-    return new KVCache(batch, capacity, this.config);
+    return new KVCache(batch, capacity, this.config, this._device);
   }
 
   /** Validates token ids against the vocabulary. */
@@ -129,6 +169,9 @@ export class CausalLM {
     if (cache.batch !== B) throw new ArgumentError(`forward: the cache holds ${cache.batch} sequences, the input ${B}`);
     if (mask && mask.length !== B * T) throw new ArgumentError(`forward: expected a mask of ${B * T} values, received ${mask.length}`);
     this.checkIds('forward', ids);
+    if (cache.device !== this._device) throw new ArgumentError(`forward: the cache lives on ${cache.device}, the model on ${this._device} (make the cache with model.newCache after model.to)`);
+    if ((opts.routing ?? true) && this.routers && this.routers.device !== this._device)
+      throw new ArgumentError(`forward: the routers live on ${this.routers.device}, the model on ${this._device} (attach them with model.attachRouters/loadRouters, or call routers.to('${this._device}'))`);
     const cfg = this.config;
     const N = B * T;
     const pos = new Int32Array(N);
@@ -157,7 +200,7 @@ export class CausalLM {
     };
     cache.steps++;
     return tidy(() => {
-      const idT = Tensor.from(ids, [N], 'int32');
+      const idT = this.ints(ids, [N]);
       let x = ops.embedding(idT, this.weights.embed); // [B·T, C]
       for (let l = 0; l < cfg.numLayers; l++) {
         const prev = x;
@@ -170,17 +213,22 @@ export class CausalLM {
     });
   }
 
+  /** An int32 tensor (ids, positions, row indices) on the model's device. */
+  private ints(data: Int32Array, shape: readonly number[]): Tensor {
+    return Tensor.from(data, shape, 'int32', this._device);
+  }
+
   /** Rows of `t` ([N, C]) listed in `rows`; `t` itself when rows is every row in order. */
   private take(t: Tensor, rows: Int32Array): Tensor {
     if (allRows(rows, t.shape[0])) return t;
-    return ops.gatherRows(t, Tensor.from(rows, [rows.length], 'int32'));
+    return ops.gatherRows(t, this.ints(rows, [rows.length]));
   }
 
   /** x + f on `rows` (a fresh tensor). */
   private addRows(x: Tensor, f: Tensor, rows: Int32Array): Tensor {
     if (allRows(rows, x.shape[0])) return ops.gatedResidual(x, f);
     const out = x.clone();
-    if (rows.length) ops.scatterRows(out, f, Tensor.from(rows, [rows.length], 'int32'), { accumulate: true });
+    if (rows.length) ops.scatterRows(out, f, this.ints(rows, [rows.length]), { accumulate: true });
     return out;
   }
 
@@ -204,7 +252,7 @@ export class CausalLM {
       let dec = ctx.cache.seqDecisions.get(l);
       if (!dec) {
         const { B, T } = ctx;
-        const maskT = Tensor.from(ctx.mask ?? new Int32Array(B * T).fill(1), [B, T], 'int32');
+        const maskT = this.ints(ctx.mask ?? new Int32Array(B * T).fill(1), [B, T]);
         const s = ops.routerScoreSequences(h.reshape([B, T, h.shape[1]]), w, tau, maskT);
         dec = Uint8Array.from(s.gate.toFloat32Array());
         ctx.cache.seqDecisions.set(l, dec);
@@ -240,7 +288,7 @@ export class CausalLM {
     if (kvRows.length > 0) {
       const pre = `model.layers.${l}.self_attn`;
       const hk = this.take(h, kvRows);
-      const kvPos = Tensor.from(kvRows.map((row) => ctx.pos[row]), [kvRows.length], 'int32');
+      const kvPos = this.ints(kvRows.map((row) => ctx.pos[row]), [kvRows.length]);
       let k = this.proj(hk, w.k, `${pre}.k_proj`);
       let v = this.proj(hk, w.v, `${pre}.v_proj`);
       k = this.qkNormClip(k, w.kNorm, Hkv);
@@ -250,7 +298,7 @@ export class CausalLM {
       if (attnRows.length > 0) {
         const same = attnRows === kvRows;
         const hq = same ? hk : this.take(h, attnRows);
-        const qPos = same ? kvPos : Tensor.from(attnRows.map((row) => ctx.pos[row]), [attnRows.length], 'int32');
+        const qPos = same ? kvPos : this.ints(attnRows.map((row) => ctx.pos[row]), [attnRows.length]);
         let q = this.proj(hq, w.q, `${pre}.q_proj`);
         q = this.qkNormClip(q, w.qNorm, Hq);
         const qr = ops.rope(q.reshape([attnRows.length, Hq, D]), qPos, this.invFreq, { attnScale: this.attnScale });
@@ -293,7 +341,7 @@ export class CausalLM {
       slots[i] = cr * lkv.cap + slot;
       lkv.slotPos[cr * lkv.cap + slot] = ctx.pos[row];
     });
-    const idx = Tensor.from(slots, [slots.length], 'int32');
+    const idx = this.ints(slots, [slots.length]);
     const e = lkv.rowElems;
     ops.scatterRows(lkv.k!.reshape([lkv.rows * lkv.cap, e]), k, idx);
     ops.scatterRows(lkv.v!.reshape([lkv.rows * lkv.cap, e]), v.reshape([rows.length, e]), idx);
@@ -328,15 +376,15 @@ export class CausalLM {
       back[i] = at;
     });
     const identity = R * Tq === rows.length && back.every((a, i) => a === i);
-    const qa = identity ? q : ops.gatherRows(q, Tensor.from(arrange, [R * Tq], 'int32'));
+    const qa = identity ? q : ops.gatherRows(q, this.ints(arrange, [R * Tq]));
     const window = cfg.slidingWindow[l] ?? 0;
     const { out } = ops.attention(qa.reshape([R, Tq, Hq, D]), lkv.k!.reshape([R, lkv.cap, Hkv, D]), lkv.v!.reshape([R, lkv.cap, Hkv, D]), {
-      qpos: Tensor.from(qpos, [R, Tq], 'int32'),
-      kpos: Tensor.from(lkv.slotPos, [R, lkv.cap], 'int32'),
+      qpos: this.ints(qpos, [R, Tq]),
+      kpos: this.ints(lkv.slotPos, [R, lkv.cap]),
       window,
     });
     const flat = out.reshape([R * Tq, Hq * D]);
-    return identity ? flat : ops.gatherRows(flat, Tensor.from(back, [rows.length], 'int32'));
+    return identity ? flat : ops.gatherRows(flat, this.ints(back, [rows.length]));
   }
 
   /** A projection, with its LoRA adapter when one is attached. */
@@ -378,7 +426,7 @@ export class CausalLM {
         else kept++;
       }
       this.record(ctx, l, kept, idx.length);
-      topkIdx = Tensor.from(idx, routing.topkIdx.shape, 'int32');
+      topkIdx = this.ints(idx, routing.topkIdx.shape);
     }
     const sorted = ops.moeSort(topkIdx, m.numExperts);
     const { y } = ops.moeExperts(h, sorted, w.experts, { saveActivations: false });
@@ -466,7 +514,7 @@ export class CausalLM {
   /** Attaches fresh (zero-initialised: execute everything) routers, replacing any attached ones. */
   attachRouters(opts: RouterOptions): Routers {
     this.ensureLive('attachRouters');
-    const r = new Routers(this.config, opts);
+    const r = new Routers(this.config, opts, this._device);
     this.routers?.dispose();
     this.routers = r;
     return r;
@@ -501,7 +549,7 @@ export class CausalLM {
     if (this.disposed) return;
     this.disposed = true;
     disposeWeights(this.weights);
-    this.invFreq.dispose();
+    this._invFreq.dispose();
     this.routers?.dispose();
     this.routers = undefined;
     this.lora?.dispose();
@@ -511,14 +559,14 @@ export class CausalLM {
 
 /** Loads a Hugging Face model folder (config.json, *.safetensors, tokenizer.json). */
 export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<CausalLM> {
-  if (opts.device && opts.device !== 'cpu')
-    throw new ArgumentError(`loadModel: device '${opts.device}' is not available in this build (expected 'cpu')`);
+  // checked before reading anything: an unknown name, or CUDA missing from the build or machine
+  const device = opts.device === undefined ? 'cpu' : requireDevice('loadModel', opts.device);
   if (!fs.existsSync(dir)) throw new ArgumentError(`loadModel: model folder ${dir} does not exist`);
   const config = readConfig(dir);
   const tokenizer = opts.noTokenizer ? undefined : loadTokenizer(dir);
   const ck = Checkpoint.open(dir);
   const stored = ck.entries.get('model.embed_tokens.weight')?.dtype;
   const dtype: DType = opts.dtype ?? (stored === 'BF16' ? 'bfloat16' : 'float32');
-  const { weights } = loadWeights(ck, config, dtype);
+  const { weights } = loadWeights(ck, config, dtype, device);
   return new CausalLM(config, weights, tokenizer, dir);
 }

@@ -2,7 +2,8 @@
  * Models with random weights of any supported shape, built in memory: for benches
  * (the e2e and tune suites) and for tests that need a model without a checkpoint.
  */
-import { Tensor } from '../tensor';
+import { Device, Tensor } from '../tensor';
+import { requireDevice } from '../infer/device';
 import { Rng } from '../util/rng';
 import { CausalLM } from './causal_lm';
 import { ModelConfig, normalizeConfig, isMoeLayer } from './config';
@@ -16,8 +17,10 @@ export function syntheticConfig(raw: Record<string, unknown>): ModelConfig {
 /**
  * Random weights. init 'scaled' (default): std 1/√fan_in (benches, tests); 'pretrain':
  * GPT-style std 0.02, output projections 0.02/√(2L), for training from scratch.
+ * `device` (default 'cpu') is where the weights are created (the same values on any device).
  */
-export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'float32' | 'bfloat16'; init?: 'scaled' | 'pretrain' } = {}): CausalLM {
+export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'float32' | 'bfloat16'; init?: 'scaled' | 'pretrain'; device?: Device } = {}): CausalLM {
+  const device = opts.device === undefined ? 'cpu' : requireDevice('randomModel', opts.device);
   const rng = new Rng(opts.seed ?? 0);
   const dtype = opts.dtype ?? 'float32';
   const fill = (shape: number[], std: number, dt: 'float32' | 'bfloat16' = dtype): Tensor => {
@@ -26,9 +29,9 @@ export function randomModel(cfg: ModelConfig, opts: { seed?: number; dtype?: 'fl
     // uniform with the requested std: fast to generate at 100M+ parameters
     const a = std * Math.sqrt(3);
     for (let i = 0; i < n; i++) data[i] = (rng.uniform() * 2 - 1) * a;
-    return Tensor.from(data, shape, dt).keep();
+    return Tensor.from(data, shape, dt, device).keep();
   };
-  const ones = (n: number): Tensor => Tensor.from(new Float32Array(n).fill(1), [n]).keep();
+  const ones = (n: number): Tensor => Tensor.from(new Float32Array(n).fill(1), [n], 'float32', device).keep();
   const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
   const pre = opts.init === 'pretrain';
   const outStd = 0.02 / Math.sqrt(2 * cfg.numLayers);

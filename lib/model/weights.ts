@@ -6,10 +6,12 @@
  * Experts are stacked per layer as [E, I, C] / [E, C, I] from either layout:
  * per-expert tensors (experts.N.gate_proj / Mixtral's w1 w3 w2) or fused 3-D tensors
  * (experts.gate_up_proj [E, 2I, C], experts.down_proj [E, C, I]).
+ * Each tensor is read to the host and placed on the requested device one at a time, so
+ * loading onto a GPU never holds more than one tensor (one expert) in host memory.
  */
 import { Checkpoint, SafetensorsError } from '../io/safetensors';
 import { RouterTuningError } from '../errors';
-import { DType, Tensor, dispose } from '../tensor';
+import { DType, Device, Tensor, dispose } from '../tensor';
 import { ModelConfig, isMoeLayer } from './config';
 
 export interface LinearWeights {
@@ -64,6 +66,7 @@ class Loader {
   constructor(
     readonly ck: Checkpoint,
     readonly dtype: DType,
+    readonly device: Device = 'cpu',
   ) {}
 
   private check(name: string, shape: number[]): void {
@@ -74,32 +77,46 @@ class Loader {
     this.used.add(name);
   }
 
+  /** A host tensor read from the checkpoint, moved to the loader's device (the host copy freed). */
+  private place(t: Tensor): Tensor {
+    if (t.device === this.device) return t;
+    try {
+      return t.to(this.device);
+    } finally {
+      t.dispose();
+    }
+  }
+
   /** A matrix in the model's storage dtype. */
   matrix(name: string, shape: number[]): Tensor {
     this.check(name, shape);
-    return this.keep(this.ck.read(name, this.dtype));
+    return this.keep(this.place(this.ck.read(name, this.dtype)));
   }
 
   /** A small float32 tensor (norm weights, biases, gates). */
   vector(name: string, shape: number[]): Tensor {
     this.check(name, shape);
-    return this.keep(this.ck.read(name, 'float32'));
+    return this.keep(this.place(this.ck.read(name, 'float32')));
   }
 
-  /** Stacks E per-expert matrices [rows, cols] into one [E, rows, cols] tensor. */
+  /** Stacks E per-expert matrices [rows, cols] into one [E, rows, cols] tensor (each expert read on the host, copied into place). */
   stack(names: string[], rows: number, cols: number): Tensor {
-    const out = this.keep(Tensor.empty([names.length, rows, cols], this.dtype));
+    const out = this.keep(Tensor.empty([names.length, rows, cols], this.dtype, this.device));
     names.forEach((name, e) => {
-      const t = this.matrix(name, [rows, cols]);
-      out.copyFrom(t, e * rows * cols, 0, rows * cols);
-      this.drop(t);
+      this.check(name, [rows, cols]);
+      const t = this.ck.read(name, this.dtype);
+      try {
+        out.copyFrom(t, e * rows * cols, 0, rows * cols);
+      } finally {
+        t.dispose();
+      }
     });
     return out;
   }
 
   /** Rows [from, from+rows) of each expert of a fused [E, R, cols] tensor, as [E, rows, cols]. */
   slice(fused: Tensor, E: number, R: number, from: number, rows: number, cols: number): Tensor {
-    const out = this.keep(Tensor.empty([E, rows, cols], fused.dtype));
+    const out = this.keep(Tensor.empty([E, rows, cols], fused.dtype, fused.device));
     for (let e = 0; e < E; e++) out.copyFrom(fused, e * rows * cols, (e * R + from) * cols, rows * cols);
     return out;
   }
@@ -173,14 +190,14 @@ function moe(ld: Loader, cfg: ModelConfig, l: number): MoeWeights {
 
 function toFloat32(ld: Loader, t: Tensor): Tensor {
   if (t.dtype === 'float32') return t;
-  const f = ld.keep(Tensor.from(t.toFloat32Array(), t.shape, 'float32'));
+  const f = ld.keep(Tensor.from(t.toFloat32Array(), t.shape, 'float32', t.device));
   ld.drop(t);
   return f;
 }
 
-/** Reads and checks every weight the config calls for; frees what it read on failure. */
-export function loadWeights(ck: Checkpoint, cfg: ModelConfig, dtype: DType): { weights: ModelWeights; unusedTensors: string[] } {
-  const ld = new Loader(ck, dtype);
+/** Reads and checks every weight the config calls for, onto `device`; frees what it read on failure. */
+export function loadWeights(ck: Checkpoint, cfg: ModelConfig, dtype: DType, device: Device = 'cpu'): { weights: ModelWeights; unusedTensors: string[] } {
+  const ld = new Loader(ck, dtype, device);
   const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
   try {
     const embed = ld.matrix('model.embed_tokens.weight', [cfg.vocabSize, C]);
@@ -222,11 +239,42 @@ export function loadWeights(ck: Checkpoint, cfg: ModelConfig, dtype: DType): { w
 }
 
 export function disposeWeights(w: ModelWeights): void {
+  for (const t of weightTensors(w)) t.dispose();
+}
+
+/** Every distinct tensor of the weights (a tied lm_head counts once). */
+export function weightTensors(w: ModelWeights): Set<Tensor> {
   const all = new Set<Tensor>();
   const add = (v: unknown) => {
     if (v instanceof Tensor) all.add(v);
     else if (v && typeof v === 'object') for (const x of Object.values(v)) add(x);
   };
   add(w);
-  for (const t of all) t.dispose();
+  return all;
+}
+
+/**
+ * Moves every weight to `device` in place (the same objects now hold the new tensors; a
+ * tied lm_head stays tied) and disposes the old copies. Every copy is made before any old
+ * tensor is freed, so a failed move (out of memory) leaves the weights as they were.
+ */
+export function moveWeights(w: ModelWeights, device: Device): void {
+  const moved = new Map<Tensor, Tensor>();
+  try {
+    for (const t of weightTensors(w)) if (t.device !== device) moved.set(t, t.to(device).keep());
+  } catch (e) {
+    dispose([...moved.values()]);
+    throw e;
+  }
+  if (moved.size === 0) return;
+  const swap = (o: Record<string, unknown>) => {
+    for (const [k, v] of Object.entries(o)) {
+      if (v instanceof Tensor) {
+        const n = moved.get(v);
+        if (n) o[k] = n;
+      } else if (v && typeof v === 'object') swap(v as Record<string, unknown>);
+    }
+  };
+  swap(w as unknown as Record<string, unknown>);
+  for (const old of moved.keys()) old.dispose();
 }

@@ -74,8 +74,8 @@ const dimArgs = (d: AttentionDims) => [d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.scal
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { out: Tensor; lse: Tensor } {
   const d = checkInputs('attention', q, k, v, opts);
-  const out = Tensor.empty(q.shape);
-  const lse = Tensor.empty([d.B, d.Hq, d.Tq]);
+  const out = Tensor.empty(q.shape, 'float32', q.device);
+  const lse = Tensor.empty([d.B, d.Hq, d.Tq], 'float32', q.device);
   callNative('attention_fwd', [
     out.handle,
     lse.handle,
@@ -115,9 +115,9 @@ export function attentionBackward(
   expectShape(op, 'lse', lse, [d.B, d.Hq, d.Tq], '[B, Hq, Tq]');
   const needQ = want.needQ ?? true;
   const needKV = want.needKV ?? true;
-  const dq = needQ ? Tensor.empty(q.shape) : undefined;
-  const dk = needKV ? Tensor.empty(k.shape) : undefined;
-  const dv = needKV ? Tensor.empty(v.shape) : undefined;
+  const dq = needQ ? Tensor.empty(q.shape, 'float32', q.device) : undefined;
+  const dk = needKV ? Tensor.empty(k.shape, 'float32', q.device) : undefined;
+  const dv = needKV ? Tensor.empty(v.shape, 'float32', q.device) : undefined;
   if (needQ || needKV)
     callNative('attention_bwd', [
       dq?.handle ?? null,

@@ -40,8 +40,8 @@ export function crossEntropy(
   const [T, V] = checkLogitsTargets(op, logits, targets);
   const ignoreIndex = opts.ignoreIndex ?? -100;
   expectInt(op, 'ignoreIndex', ignoreIndex, I32_MIN, I32_MAX);
-  const lse = Tensor.empty(targets.shape);
-  const rowLoss = opts.rowLoss ? Tensor.empty(targets.shape) : undefined;
+  const lse = Tensor.empty(targets.shape, 'float32', logits.device);
+  const rowLoss = opts.rowLoss ? Tensor.empty(targets.shape, 'float32', logits.device) : undefined;
   try {
     const r = callNative<{ loss: number; counted: number }>('cross_entropy_fwd', [
       rowLoss?.handle ?? null, lse.handle, logits.handle, targets.handle, T, V, ignoreIndex,
@@ -81,7 +81,7 @@ export function crossEntropyBackward(logits: Tensor, lse: Tensor, targets: Tenso
     scale = counted > 0 ? 1 / counted : 0;
   }
   expectFinite(op, 'scale', scale);
-  const out = opts.inPlace ? logits : Tensor.empty(logits.shape);
+  const out = opts.inPlace ? logits : Tensor.empty(logits.shape, 'float32', logits.device);
   try {
     callNative('cross_entropy_bwd', [out.handle, logits.handle, lse.handle, targets.handle, T, V, ignoreIndex, scale]);
   } catch (e) {

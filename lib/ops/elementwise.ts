@@ -5,10 +5,10 @@
  */
 import { callNative } from './dispatch';
 import { expectDtype, expectShape, expectFinite, rowsCols } from './validate';
-import { DType, Tensor } from '../tensor';
+import { Device, DType, Tensor } from '../tensor';
 
-function outOrNew(op: string, out: Tensor | undefined, shape: readonly number[], dtype: DType = 'float32'): Tensor {
-  if (!out) return Tensor.empty(shape, dtype);
+function outOrNew(op: string, out: Tensor | undefined, shape: readonly number[], dtype: DType, device: Device): Tensor {
+  if (!out) return Tensor.empty(shape, dtype, device);
   expectDtype(op, 'out', out, dtype);
   expectShape(op, 'out', out, shape);
   return out;
@@ -18,7 +18,7 @@ function binary(op: 'add' | 'mul', a: Tensor, b: Tensor, out?: Tensor): Tensor {
   expectDtype(op, 'a', a, 'float32');
   expectDtype(op, 'b', b, 'float32');
   expectShape(op, 'b', b, a.shape);
-  const o = outOrNew(op, out, a.shape);
+  const o = outOrNew(op, out, a.shape, 'float32', a.device);
   callNative(op, [o.handle, a.handle, b.handle, a.numel]);
   return o;
 }
@@ -29,7 +29,7 @@ export const mul = (a: Tensor, b: Tensor, out?: Tensor): Tensor => binary('mul',
 export function scale(a: Tensor, s: number, out?: Tensor): Tensor {
   expectDtype('scale', 'a', a, 'float32');
   expectFinite('scale', 's', s);
-  const o = outOrNew('scale', out, a.shape);
+  const o = outOrNew('scale', out, a.shape, 'float32', a.device);
   callNative('scale', [o.handle, a.handle, s, a.numel]);
   return o;
 }
@@ -61,7 +61,7 @@ export function gatedResidual(x: Tensor, f: Tensor, g?: Tensor, out?: Tensor): T
     expectDtype(op, 'g', g, 'float32');
     expectShape(op, 'g', g, [R], '[rows]');
   }
-  const o = outOrNew(op, out, x.shape);
+  const o = outOrNew(op, out, x.shape, 'float32', x.device);
   callNative('gated_residual_fwd', [o.handle, x.handle, f.handle, g ? g.handle : null, R, C]);
   return o;
 }
@@ -73,8 +73,8 @@ export function gatedResidualBackward(dout: Tensor, f: Tensor, g?: Tensor, want 
   expectShape(op, 'f', f, dout.shape);
   const [R, C] = rowsCols(dout);
   if (g) expectShape(op, 'g', g, [R], '[rows]');
-  const df = want.df ? Tensor.empty(dout.shape) : undefined;
-  const dg = want.dg ? Tensor.empty([R]) : undefined;
+  const df = want.df ? Tensor.empty(dout.shape, 'float32', dout.device) : undefined;
+  const dg = want.dg ? Tensor.empty([R], 'float32', dout.device) : undefined;
   callNative('gated_residual_bwd', [df?.handle ?? null, dg?.handle ?? null, dout.handle, f.handle, g ? g.handle : null, R, C]);
   return { df, dg };
 }
@@ -93,7 +93,7 @@ export function addBias(x: Tensor, bias: Tensor): Tensor {
 export function addBiasBackward(dout: Tensor, into?: Tensor): Tensor {
   expectDtype('addBiasBackward', 'dout', dout, 'float32');
   const [R, C] = rowsCols(dout);
-  const d = into ?? Tensor.empty([C]);
+  const d = into ?? Tensor.empty([C], 'float32', dout.device);
   expectShape('addBiasBackward', 'into', d, [C], '[C]');
   callNative('add_bias_bwd', [d.handle, dout.handle, R, C, into !== undefined]);
   return d;
@@ -104,7 +104,7 @@ export function clamp(x: Tensor, lo: number, hi: number, out?: Tensor): Tensor {
   expectDtype('clamp', 'x', x, 'float32');
   expectFinite('clamp', 'lo', lo);
   expectFinite('clamp', 'hi', hi);
-  const o = outOrNew('clamp', out, x.shape);
+  const o = outOrNew('clamp', out, x.shape, 'float32', x.device);
   callNative('clamp_fwd', [o.handle, x.handle, lo, hi, x.numel]);
   return o;
 }
@@ -113,7 +113,7 @@ export function clamp(x: Tensor, lo: number, hi: number, out?: Tensor): Tensor {
 export function clampBackward(dout: Tensor, x: Tensor, lo: number, hi: number): Tensor {
   expectDtype('clampBackward', 'dout', dout, 'float32');
   expectShape('clampBackward', 'x', x, dout.shape);
-  const dx = Tensor.empty(dout.shape);
+  const dx = Tensor.empty(dout.shape, 'float32', dout.device);
   callNative('clamp_bwd', [dx.handle, dout.handle, x.handle, lo, hi, dout.numel]);
   return dx;
 }
@@ -126,7 +126,7 @@ export function sumSquares(x: Tensor): number {
 /** float32 <-> bfloat16 (round to nearest even). */
 export function cast(x: Tensor, dtype: 'float32' | 'bfloat16'): Tensor {
   expectDtype('cast', 'x', x, ['float32', 'bfloat16']);
-  const o = Tensor.empty(x.shape, dtype);
+  const o = Tensor.empty(x.shape, dtype, x.device);
   callNative('cast', [o.handle, x.handle, x.numel]);
   return o;
 }

@@ -23,7 +23,7 @@ export function embedding(ids: Tensor, table: Tensor, out?: Tensor): Tensor {
     expectDtype(op, 'out', out, 'float32');
     expectShape(op, 'out', out, [...ids.shape, C], '[...ids, C]');
   }
-  const o = out ?? Tensor.empty([...ids.shape, C]);
+  const o = out ?? Tensor.empty([...ids.shape, C], 'float32', table.device);
   try {
     callNative('embedding_fwd', [o.handle, table.handle, ids.handle, ids.numel, V, C]);
   } catch (e) {
@@ -51,7 +51,7 @@ export function embeddingBackward(dout: Tensor, ids: Tensor, V: number, into?: T
     expectDtype(op, 'into', dtable, 'float32');
     expectShape(op, 'into', dtable, [V, C], '[V, C]');
   } else {
-    dtable = fill(Tensor.empty([V, C]), 0);
+    dtable = fill(Tensor.empty([V, C], 'float32', dout.device), 0);
   }
   try {
     callNative('embedding_bwd', [dtable.handle, dout.handle, ids.handle, ids.numel, V, C]);

@@ -7,11 +7,11 @@
 import { callNative } from './dispatch';
 import { expectDtype, expectInt, expectRank, expectShape, rowsCols } from './validate';
 import { ShapeError } from '../errors';
-import { Tensor } from '../tensor';
+import { Device, Tensor } from '../tensor';
 
 /** A float32 tensor of zeros, filled natively (no JS-side buffer). */
-function nativeZeros(shape: readonly number[]): Tensor {
-  const t = Tensor.empty(shape);
+function nativeZeros(shape: readonly number[], device: Device): Tensor {
+  const t = Tensor.empty(shape, 'float32', device);
   if (t.numel > 0) callNative('fill', [t.handle, 0, t.numel]);
   return t;
 }
@@ -40,7 +40,7 @@ export function gatherRows(x: Tensor, idx: Tensor, out?: Tensor): Tensor {
     expectDtype(op, 'out', out, 'float32');
     expectShape(op, 'out', out, [N, C], '[N, C]');
   }
-  const o = out ?? Tensor.empty([N, C]);
+  const o = out ?? Tensor.empty([N, C], 'float32', x.device);
   try {
     callNative('gather_rows', [o.handle, x.handle, idx.handle, N, R, C]);
   } catch (e) {
@@ -74,7 +74,7 @@ export function gatherRowsBackward(dout: Tensor, idx: Tensor, rows: number): Ten
   expectShape(op, 'dout', dout, [N, -1], '[N, C]');
   expectInt(op, 'rows', rows, 0);
   const C = dout.shape[1];
-  const dx = nativeZeros([rows, C]);
+  const dx = nativeZeros([rows, C], dout.device);
   try {
     callNative('scatter_rows', [dx.handle, dout.handle, idx.handle, N, rows, C, true]);
   } catch (e) {
@@ -93,7 +93,7 @@ export function scatterRowsBackward(dout: Tensor, idx: Tensor): Tensor {
   const op = 'scatterRowsBackward';
   const [R, C] = expectMatrix(op, 'dout', dout);
   const N = expectIndex(op, idx);
-  const dy = Tensor.empty([N, C]);
+  const dy = Tensor.empty([N, C], 'float32', dout.device);
   try {
     callNative('gather_rows', [dy.handle, dout.handle, idx.handle, N, R, C]);
   } catch (e) {

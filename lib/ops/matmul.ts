@@ -103,7 +103,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     expectShape(op, 'out', out, s.outShape);
   } else {
     if (beta !== 0) throw new ArgumentError(`${op}: 'beta' expected 0 when no 'out' is given, received ${beta}`);
-    out = Tensor.empty(s.outShape);
+    out = Tensor.empty(s.outShape, 'float32', a.device);
   }
   const fresh = out !== opts.out;
   return gemm(out, a, b, {
@@ -164,7 +164,7 @@ export function matmulBackward(dc: Tensor, a: Tensor, b: Tensor, opts: MatmulBac
     // Reduce over the batch when a is broadcast over a batched b.
     const reduce = !s.batchedA && batch > 1;
     const aRest = a.shape.slice(-2);
-    const da = Tensor.empty(reduce ? [batch, ...aRest] : a.shape);
+    const da = Tensor.empty(reduce ? [batch, ...aRest] : a.shape, 'float32', a.device);
     const sD = reduce || s.batchedA ? M * K : 0;
     if (!transA) {
       // dA [M, K] = dC [M, N] · op(B)ᵀ
@@ -186,12 +186,12 @@ export function matmulBackward(dc: Tensor, a: Tensor, b: Tensor, opts: MatmulBac
     const reduce = !s.batchedB && batch > 1;
     if (reduce && !transA) {
       // Σ_i op(A_i)ᵀ·dC_i over a contiguous batch is one GEMM over the stacked rows [batch·M].
-      const db = Tensor.empty(bRest);
+      const db = Tensor.empty(bRest, 'float32', b.device);
       if (!transB) gemm(db, a, dc, { transA: true, transB: false, batch: 1, M: K, N, K: batch * M, strideA: 0, strideB: 0, strideC: 0, alpha, beta: 0 }, 'grad-b');
       else gemm(db, dc, a, { transA: true, transB: false, batch: 1, M: N, N: K, K: batch * M, strideA: 0, strideB: 0, strideC: 0, alpha, beta: 0 }, 'grad-b');
       result.db = db;
     } else {
-      const db = Tensor.empty(reduce ? [batch, ...bRest] : b.shape);
+      const db = Tensor.empty(reduce ? [batch, ...bRest] : b.shape, 'float32', b.device);
       const sD = reduce || s.batchedB ? K * N : 0;
       // !transB: dB [K, N] = op(A)ᵀ·dC;  transB: dB [N, K] = dCᵀ·op(A)
       if (!transB) gemm(db, a, dc, { transA: !transA, transB: false, batch, M: K, N, K: M, strideA: sA, strideB: sC, strideC: sD, alpha, beta: 0 }, 'grad-b');
@@ -225,7 +225,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     expectDtype(op, 'bias', bias, ['float32', 'bfloat16']);
     expectShape(op, 'bias', bias, [outF], '[out]');
   }
-  const y = Tensor.empty([...x.shape.slice(0, -1), outF]);
+  const y = Tensor.empty([...x.shape.slice(0, -1), outF], 'float32', x.device);
   gemm(y, x, weight, { transA: false, transB: true, batch: 1, M: R, N: outF, K: inF, strideA: 0, strideB: 0, strideC: 0, alpha: 1, beta: 0 });
   if (bias && y.numel > 0) addBias(y, bias);
   return y;
@@ -257,7 +257,7 @@ export function linearBackward(dy: Tensor, x: Tensor, weight: Tensor, opts: Line
   expectShape(op, 'dy', dy, [...lead, outF], '[..., out]');
   const result: { dx?: Tensor; dw?: Tensor; db?: Tensor } = {};
   if (opts.needInput) {
-    const dx = Tensor.empty(x.shape);
+    const dx = Tensor.empty(x.shape, 'float32', x.device);
     gemm(dx, dy, weight, { transA: false, transB: false, batch: 1, M: R, N: inF, K: outF, strideA: 0, strideB: 0, strideC: 0, alpha: 1, beta: 0 }, 'input-grad');
     result.dx = dx;
   }
@@ -267,7 +267,7 @@ export function linearBackward(dy: Tensor, x: Tensor, weight: Tensor, opts: Line
       expectDtype(op, 'weightGradInto', into, 'float32');
       expectShape(op, 'weightGradInto', into, [outF, inF], '[out, in]');
     }
-    const dw = into ?? Tensor.empty([outF, inF]);
+    const dw = into ?? Tensor.empty([outF, inF], 'float32', x.device);
     gemm(dw, dy, x, { transA: true, transB: false, batch: 1, M: outF, N: inF, K: R, strideA: 0, strideB: 0, strideC: 0, alpha: 1, beta: into ? 1 : 0 }, 'weight-grad', !into);
     result.dw = dw;
   }

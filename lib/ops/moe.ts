@@ -16,11 +16,11 @@
 import { callNative } from './dispatch';
 import { expectDtype, expectInt, expectRank, expectShape } from './validate';
 import { DTypeError } from '../errors';
-import { Tensor, dispose } from '../tensor';
+import { Device, Tensor, dispose } from '../tensor';
 
 /** A float32 tensor of zeros, filled natively (no JS-side buffer). */
-function nativeZeros(shape: readonly number[]): Tensor {
-  const t = Tensor.empty(shape);
+function nativeZeros(shape: readonly number[], device: Device): Tensor {
+  const t = Tensor.empty(shape, 'float32', device);
   if (t.numel > 0) callNative('fill', [t.handle, 0, t.numel]);
   return t;
 }
@@ -96,8 +96,8 @@ function expectSorted(op: string, sorted: MoeSorted, T: number, E: number): void
   expectInt(op, 'sorted.live', sorted.live, 0, T * K);
 }
 
-function zerosOr(want: boolean, shape: readonly number[]): Tensor | undefined {
-  return want ? nativeZeros(shape) : undefined;
+function zerosOr(want: boolean, shape: readonly number[], device: Device): Tensor | undefined {
+  return want ? nativeZeros(shape, device) : undefined;
 }
 
 /** Softmax + top-K over gate logits [T, E]. */
@@ -108,7 +108,7 @@ export function moeRoute(logits: Tensor, opts: { topK: number; renorm: boolean }
   const [T, E] = logits.shape;
   expectInt(op, 'topK', opts.topK, 1, Math.max(1, E));
   const K = opts.topK;
-  const probs = Tensor.empty([T, E]), topkIdx = Tensor.empty([T, K], 'int32'), topkW = Tensor.empty([T, K]);
+  const probs = Tensor.empty([T, E], 'float32', logits.device), topkIdx = Tensor.empty([T, K], 'int32', logits.device), topkW = Tensor.empty([T, K], 'float32', logits.device);
   try {
     callNative('moe_route_fwd', [probs.handle, topkIdx.handle, topkW.handle, logits.handle, T, E, K, opts.renorm]);
   } catch (e) {
@@ -130,7 +130,7 @@ export function moeRouteBackward(dtopkW: Tensor, probs: Tensor, topkIdx: Tensor,
   expectInt(op, 'topK', K, 1, Math.max(1, E));
   expectDtype(op, 'dtopkW', dtopkW, 'float32');
   expectShape(op, 'dtopkW', dtopkW, [T, K], '[T, K]');
-  const dlogits = Tensor.empty([T, E]);
+  const dlogits = Tensor.empty([T, E], 'float32', dtopkW.device);
   try {
     callNative('moe_route_bwd', [dlogits.handle, dtopkW.handle, probs.handle, topkIdx.handle, T, E, K, opts.renorm]);
   } catch (e) {
@@ -148,7 +148,7 @@ export function moeSort(topkIdx: Tensor, numExperts: number): MoeSorted {
   const [T, K] = topkIdx.shape;
   expectInt(op, 'numExperts', numExperts, Math.max(1, K));
   const E = numExperts;
-  const perm = Tensor.empty([T * K], 'int32'), invPerm = Tensor.empty([T, K], 'int32'), bounds = Tensor.empty([E + 1], 'int32');
+  const perm = Tensor.empty([T * K], 'int32', topkIdx.device), invPerm = Tensor.empty([T, K], 'int32', topkIdx.device), bounds = Tensor.empty([E + 1], 'int32', topkIdx.device);
   try {
     const live = callNative<number>('moe_sort', [perm.handle, invPerm.handle, bounds.handle, topkIdx.handle, T, E, K]);
     return { perm, invPerm, bounds, live, numExperts: E, topK: K };
@@ -171,8 +171,8 @@ export function moeExperts(x: Tensor, sorted: MoeSorted, experts: MoeExpertWeigh
   expectSorted(op, sorted, T, E);
   const A = sorted.live, K = sorted.topK;
   const save = opts.saveActivations ?? true;
-  const y = Tensor.empty([A, C]);
-  const actGate = save ? Tensor.empty([A, I]) : undefined, actUp = save ? Tensor.empty([A, I]) : undefined;
+  const y = Tensor.empty([A, C], 'float32', x.device);
+  const actGate = save ? Tensor.empty([A, I], 'float32', x.device) : undefined, actUp = save ? Tensor.empty([A, I], 'float32', x.device) : undefined;
   try {
     callNative('moe_experts_fwd', [
       y.handle, actGate?.handle ?? null, actUp?.handle ?? null, x.handle, sorted.perm.handle, sorted.bounds.handle,
@@ -212,8 +212,8 @@ export function moeExpertsBackward(
   expectDtype(op, 'actUp', acts.actUp, 'float32');
   expectShape(op, 'actUp', acts.actUp, [A, I], '[A, I]');
   const needW = opts.needWeights ?? false;
-  const dx = zerosOr(opts.needInput ?? true, [T, C]);
-  const dwGate = zerosOr(needW, [E, I, C]), dwUp = zerosOr(needW, [E, I, C]), dwDown = zerosOr(needW, [E, C, I]);
+  const dx = zerosOr(opts.needInput ?? true, [T, C], dy.device);
+  const dwGate = zerosOr(needW, [E, I, C], dy.device), dwUp = zerosOr(needW, [E, I, C], dy.device), dwDown = zerosOr(needW, [E, C, I], dy.device);
   try {
     callNative(
       'moe_experts_bwd',
@@ -243,7 +243,7 @@ export function moeCombine(y: Tensor, invPerm: Tensor, topkW: Tensor): Tensor {
   expectInt(op, 'topK', K, 1);
   expectDtype(op, 'topkW', topkW, 'float32');
   expectShape(op, 'topkW', topkW, [T, K], '[T, K]');
-  const out = Tensor.empty([T, C]);
+  const out = Tensor.empty([T, C], 'float32', topkW.device);
   try {
     callNative('moe_combine_fwd', [out.handle, y.handle, invPerm.handle, topkW.handle, T, K, C, A]);
   } catch (e) {
@@ -273,8 +273,8 @@ export function moeCombineBackward(
   expectShape(op, 'topkW', topkW, [T, K], '[T, K]');
   expectDtype(op, 'dout', dout, 'float32');
   expectShape(op, 'dout', dout, [T, C], '[T, C]');
-  const dy = (opts.needY ?? true) ? Tensor.empty([A, C]) : undefined;
-  const dtopkW = (opts.needWeights ?? true) ? Tensor.empty([T, K]) : undefined;
+  const dy = (opts.needY ?? true) ? Tensor.empty([A, C], 'float32', topkW.device) : undefined;
+  const dtopkW = (opts.needWeights ?? true) ? Tensor.empty([T, K], 'float32', topkW.device) : undefined;
   try {
     callNative('moe_combine_bwd', [dy?.handle ?? null, dtopkW?.handle ?? null, dout.handle, y.handle, invPerm.handle, topkW.handle, T, K, C, A]);
   } catch (e) {
@@ -312,7 +312,7 @@ function applyDropMask(op: string, topkIdx: Tensor, dropMask: Tensor): Tensor {
   expectShape(op, 'dropMask', dropMask, topkIdx.shape, '[T, K]');
   const ids = topkIdx.toInt32Array(), drop = dropMask.toInt32Array();
   for (let i = 0; i < ids.length; i++) if (drop[i] !== 0) ids[i] = -1;
-  return Tensor.from(ids, topkIdx.shape, 'int32');
+  return Tensor.from(ids, topkIdx.shape, 'int32', topkIdx.device);
 }
 
 /**

@@ -28,8 +28,8 @@ export function rmsnorm(x: Tensor, w: Tensor, eps: number): { out: Tensor; rstd:
   expectShape(op, 'w', w, [C], '[C]');
   expectFinite(op, 'eps', eps);
   if (eps < 0) throw new ArgumentError(`${op}: 'eps' expected a number >= 0, received ${eps}`);
-  const out = Tensor.empty(x.shape);
-  const rstd = Tensor.empty(x.shape.slice(0, -1));
+  const out = Tensor.empty(x.shape, 'float32', x.device);
+  const rstd = Tensor.empty(x.shape.slice(0, -1), 'float32', x.device);
   callNative('rmsnorm_fwd', [out.handle, rstd.handle, x.handle, w.handle, R, C, eps]);
   return { out, rstd };
 }
@@ -74,8 +74,8 @@ export function rmsnormBackward(
     expectDtype(op, 'weightGradInto', into, 'float32');
     expectShape(op, 'weightGradInto', into, [C], '[C]');
   }
-  const dx = needInput ? Tensor.empty(x.shape) : undefined;
-  const dw = needWeight ? (into ?? fill(Tensor.empty([C]), 0)) : undefined;
+  const dx = needInput ? Tensor.empty(x.shape, 'float32', x.device) : undefined;
+  const dw = needWeight ? (into ?? fill(Tensor.empty([C], 'float32', x.device), 0)) : undefined;
   if (dx || dw) callNative('rmsnorm_bwd', [dx?.handle ?? null, dw?.handle ?? null, dout.handle, x.handle, w.handle, rstd.handle, R, C]);
   return { dx, dw };
 }

@@ -128,7 +128,7 @@ function ropeCall(op: string, kernel: 'rope_fwd' | 'rope_bwd', x: Tensor, pos: T
   expectShape(op, 'invFreq', invFreq, [D / 2], '[D/2]');
   const attnScale = opts.attnScale ?? 1;
   expectFinite(op, 'attnScale', attnScale);
-  const out = opts.inPlace ? x : Tensor.empty(x.shape);
+  const out = opts.inPlace ? x : Tensor.empty(x.shape, 'float32', x.device);
   try {
     callNative(kernel, [out.handle, x.handle, pos.handle, invFreq.handle, attnScale, pos.numel, H, D]);
   } catch (e) {

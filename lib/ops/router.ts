@@ -8,11 +8,11 @@
 import { callNative } from './dispatch';
 import { expectDtype, expectFinite, expectInt, expectRank, expectShape, rowsCols } from './validate';
 import { ShapeError } from '../errors';
-import { Tensor } from '../tensor';
+import { Device, Tensor } from '../tensor';
 
 /** A float32 tensor of zeros, filled natively (no JS-side buffer). */
-function nativeZeros(shape: readonly number[]): Tensor {
-  const t = Tensor.empty(shape);
+function nativeZeros(shape: readonly number[], device: Device): Tensor {
+  const t = Tensor.empty(shape, 'float32', device);
   if (t.numel > 0) callNative('fill', [t.handle, 0, t.numel]);
   return t;
 }
@@ -57,7 +57,7 @@ export interface RouterGrads {
 
 /** The first `count` entries of a full-length int32 index tensor, in a right-sized tensor. */
 function prefix(full: Tensor, count: number): Tensor {
-  const out = Tensor.empty([count], 'int32');
+  const out = Tensor.empty([count], 'int32', full.device);
   if (count > 0) out.copyFrom(full, 0, 0, count);
   return out;
 }
@@ -66,8 +66,8 @@ function expectRows(op: string, h: Tensor): void {
   if (h.rank < 2) throw new ShapeError(`${op}: 'h' expected shape [..., C] of rank >= 2, received [${h.shape.join(', ')}]`);
 }
 
-function gradTensor(op: string, name: string, into: Tensor | undefined, shape: readonly number[]): Tensor {
-  if (!into) return nativeZeros(shape);
+function gradTensor(op: string, name: string, into: Tensor | undefined, shape: readonly number[], device: Device): Tensor {
+  if (!into) return nativeZeros(shape, device);
   expectDtype(op, name, into, 'float32');
   expectShape(op, name, into, shape);
   return into;
@@ -86,8 +86,8 @@ export function routerScoreTokens(h: Tensor, w: Tensor, threshold: number): Rout
   expectShape(op, 'w', w, [C], '[C]');
   expectFinite(op, 'threshold', threshold);
   const lead = h.shape.slice(0, -1);
-  const score = Tensor.empty(lead), gate = Tensor.empty(lead);
-  const full = Tensor.empty([T], 'int32');
+  const score = Tensor.empty(lead, 'float32', h.device), gate = Tensor.empty(lead, 'float32', h.device);
+  const full = Tensor.empty([T], 'int32', h.device);
   try {
     const count = callNative<number>('router_token_fwd', [score.handle, gate.handle, full.handle, h.handle, w.handle, T, C, threshold]);
     return { score, gate, execIdx: prefix(full, count), count };
@@ -114,8 +114,8 @@ export function routerScoreTokensBackward(dscore: Tensor, score: Tensor, h: Tens
   expectDtype(op, 'score', score, 'float32');
   expectShape(op, 'score', score, lead);
   const needW = opts.needWeight ?? true, needH = opts.needInput ?? true;
-  const dw = needW ? gradTensor(op, 'weightGradInto', opts.weightGradInto, [C]) : undefined;
-  const dh = needH ? gradTensor(op, 'inputGradInto', opts.inputGradInto, h.shape) : undefined;
+  const dw = needW ? gradTensor(op, 'weightGradInto', opts.weightGradInto, [C], h.device) : undefined;
+  const dh = needH ? gradTensor(op, 'inputGradInto', opts.inputGradInto, h.shape, h.device) : undefined;
   callNative('router_token_bwd', [dw?.handle ?? null, dh?.handle ?? null, dscore.handle, score.handle, h.handle, w.handle, T, C]);
   return { dw, dh };
 }
@@ -136,8 +136,8 @@ export function routerScoreSequences(h: Tensor, w: Tensor, threshold: number, ma
     expectDtype(op, 'mask', mask, 'int32');
     expectShape(op, 'mask', mask, [B, T], '[B, T]');
   }
-  const pooled = Tensor.empty([B, C]), score = Tensor.empty([B]), gate = Tensor.empty([B]);
-  const full = Tensor.empty([B], 'int32');
+  const pooled = Tensor.empty([B, C], 'float32', h.device), score = Tensor.empty([B], 'float32', h.device), gate = Tensor.empty([B], 'float32', h.device);
+  const full = Tensor.empty([B], 'int32', h.device);
   try {
     const count = callNative<number>('router_seq_fwd', [
       pooled.handle, score.handle, gate.handle, full.handle, h.handle, mask?.handle ?? null, w.handle, B, T, C, threshold,
@@ -179,8 +179,8 @@ export function routerScoreSequencesBackward(
     expectShape(op, 'mask', opts.mask, [B, T], '[B, T]');
   }
   const needW = opts.needWeight ?? true, needH = opts.needInput ?? true;
-  const dw = needW ? gradTensor(op, 'weightGradInto', opts.weightGradInto, [C]) : undefined;
-  const dh = needH ? gradTensor(op, 'inputGradInto', opts.inputGradInto, [B, T, C]) : undefined;
+  const dw = needW ? gradTensor(op, 'weightGradInto', opts.weightGradInto, [C], pooled.device) : undefined;
+  const dh = needH ? gradTensor(op, 'inputGradInto', opts.inputGradInto, [B, T, C], pooled.device) : undefined;
   callNative('router_seq_bwd', [dw?.handle ?? null, dh?.handle ?? null, dscore.handle, score.handle, pooled.handle, opts.mask?.handle ?? null, w.handle, B, T, C]);
   return { dw, dh };
 }

@@ -16,7 +16,7 @@ export function swiglu(gate: Tensor, up: Tensor, out?: Tensor): Tensor {
     expectDtype(op, 'out', out, 'float32');
     expectShape(op, 'out', out, gate.shape);
   }
-  const o = out ?? Tensor.empty(gate.shape);
+  const o = out ?? Tensor.empty(gate.shape, 'float32', gate.device);
   callNative('swiglu_fwd', [o.handle, gate.handle, up.handle, gate.numel]);
   return o;
 }
@@ -32,7 +32,7 @@ export function swigluBackward(dout: Tensor, gate: Tensor, up: Tensor): { dgate:
   expectDtype(op, 'up', up, 'float32');
   expectShape(op, 'gate', gate, dout.shape);
   expectShape(op, 'up', up, dout.shape);
-  const dgate = Tensor.empty(dout.shape), dup = Tensor.empty(dout.shape);
+  const dgate = Tensor.empty(dout.shape, 'float32', dout.device), dup = Tensor.empty(dout.shape, 'float32', dout.device);
   callNative('swiglu_bwd', [dgate.handle, dup.handle, dout.handle, gate.handle, up.handle, dout.numel]);
   return { dgate, dup };
 }

@@ -27,7 +27,8 @@ export function modelFingerprint(model: CausalLM): string {
   h.update(JSON.stringify(cfg));
   const sample = (t: Tensor) => {
     const n = Math.min(t.numel, 4096);
-    const part = Tensor.empty([n], t.dtype);
+    // the first n values, copied to the host (the weight may live on a GPU)
+    const part = Tensor.empty([n], t.dtype, 'cpu');
     part.copyFrom(t, 0, 0, n);
     const data = t.dtype === 'bfloat16' ? part.toFloat32Array() : part.toFloat32Array();
     part.dispose();
@@ -39,7 +40,7 @@ export function modelFingerprint(model: CausalLM): string {
   return h.digest('hex').slice(0, 32);
 }
 
-/** Writes the routers (and optional extra tensors, e.g. optimiser state) atomically. */
+/** Writes the routers (and optional extra tensors, e.g. optimiser state) atomically; tensors on a GPU are read back to the host. */
 export function saveRouters(
   file: string,
   model: CausalLM,
@@ -83,7 +84,7 @@ export function loadRouters(file: string, model: CausalLM, opts: { allowOtherMod
     throw new RouterCheckpointError(
       `${file}: these routers were trained on another base model (fingerprint ${md.baseModel}, this model ${modelFingerprint(model)}); pass allowOtherModel to load anyway`,
     );
-  const routers = new Routers(model.config, { granularity, layers, mode: md.mode as AttentionMode });
+  const routers = new Routers(model.config, { granularity, layers, mode: md.mode as AttentionMode }, model.device);
   try {
     for (const l of layers) {
       const e = st.entries.get(`router.${l}.weight`);
@@ -92,7 +93,7 @@ export function loadRouters(file: string, model: CausalLM, opts: { allowOtherMod
       if (e.shape.join(',') !== w.shape.join(','))
         throw new RouterCheckpointError(`${file}: 'router.${l}.weight' has shape [${e.shape.join(', ')}], this model needs [${w.shape.join(', ')}]`);
       const t = readEntry(e, 'float32');
-      w.copyFrom(t);
+      w.copyFrom(t); // host → the model's device
       t.dispose();
       const tau = thresholds[String(l)];
       if (typeof tau === 'number') routers.thresholds.set(l, tau);

@@ -11,7 +11,7 @@
  * routers read post_attention_layernorm(x1).
  */
 import { ArgumentError } from '../errors';
-import { Tensor, dispose } from '../tensor';
+import { Device, Tensor, dispose } from '../tensor';
 import { ModelConfig, isMoeLayer } from '../model/config';
 
 export const GRANULARITIES = ['attn-seq', 'attn-token', 'mlp-seq', 'mlp-token', 'block-seq', 'block-token', 'moe-token', 'expert'] as const;
@@ -57,10 +57,16 @@ export class Routers {
   /** Extra metadata carried into checkpoints (step, options, fingerprint). */
   metadata: Record<string, string> = {};
 
+  /** Where the router weights live (the model's device: attachRouters/loadRouters/tune place them there). */
+  private _device: Device;
+
   constructor(
     readonly config: ModelConfig,
     opts: RouterOptions,
+    device: Device = 'cpu',
   ) {
+    if (device !== 'cpu' && device !== 'cuda') throw new ArgumentError(`attachRouters: unknown device ${JSON.stringify(device)}, expected 'cpu' or 'cuda'`);
+    this._device = device;
     if (!(GRANULARITIES as readonly string[]).includes(opts.granularity))
       throw new ArgumentError(`attachRouters: 'granularity' expected one of ${GRANULARITIES.join(', ')}, received '${opts.granularity}'`);
     this.granularity = opts.granularity;
@@ -84,9 +90,34 @@ export class Routers {
     const C = config.hiddenSize;
     for (const l of layers) {
       const shape = target === 'expert' ? [config.moe!.numExperts, C] : [C];
-      this.weights.set(l, Tensor.zeros(shape).keep());
+      this.weights.set(l, Tensor.zeros(shape, 'float32', device).keep());
       this.thresholds.set(l, threshold);
     }
+  }
+
+  get device(): Device {
+    return this._device;
+  }
+
+  /**
+   * Moves every router weight to `device` (the old copies are disposed) and returns this.
+   * All copies are made before any old one is freed, so a failed move changes nothing.
+   */
+  to(device: Device): this {
+    if (device === this._device) return this;
+    const moved = new Map<number, Tensor>();
+    try {
+      for (const [l, w] of this.weights) moved.set(l, w.to(device).keep());
+    } catch (e) {
+      dispose([...moved.values()]);
+      throw e;
+    }
+    for (const [l, w] of moved) {
+      this.weights.get(l)!.dispose();
+      this.weights.set(l, w);
+    }
+    this._device = device;
+    return this;
   }
 
   get target() {

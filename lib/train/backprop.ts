@@ -10,8 +10,9 @@
  * the full-parameter comparison). A frozen weight never gets a weight-gradient GEMM: every
  * weight gradient goes through ops.linearBackward's counted 'weight-grad' path.
  */
+import { ArgumentError } from '../errors';
 import * as ops from '../ops';
-import { Tensor, dispose, tidy } from '../tensor';
+import { Device, Tensor, dispose, tidy } from '../tensor';
 import { CausalLM } from '../model/causal_lm';
 import { LayerWeights, LinearWeights, MlpWeights, MoeWeights } from '../model/weights';
 import { Routers } from '../routing/routers';
@@ -46,13 +47,13 @@ export interface StepResult {
   scores?: Map<number, Float32Array>;
 }
 
-/** Gradient store for the full-parameter comparison: name → float32 grad (created on demand). */
+/** Gradient store for the full-parameter comparison: name → float32 grad (created on demand, on `device`: the model's). */
 export class FullGrads {
   readonly grads = new Map<string, Tensor>();
-  get(name: string, shape: readonly number[]): Tensor {
+  get(name: string, shape: readonly number[], device: Device = 'cpu'): Tensor {
     let g = this.grads.get(name);
     if (!g) {
-      g = Tensor.zeros(shape).keep();
+      g = Tensor.zeros(shape, 'float32', device).keep();
       this.grads.set(name, g);
     }
     return g;
@@ -157,8 +158,15 @@ export interface BackpropOptions {
   surrogate?: Map<number, Float32Array>;
 }
 
+/** FullGrads as the layers see it: gradients created on the model's device. */
+interface DeviceGrads {
+  get(name: string, shape: readonly number[]): Tensor;
+}
+
 class Ctx {
   readonly N: number;
+  readonly device: Device;
+  private readonly fullOnDevice?: DeviceGrads;
   readonly qpos: Tensor;
   readonly ropePos: Tensor;
   readonly posJs: Int32Array;
@@ -178,6 +186,9 @@ class Ctx {
   ) {
     const { B, T, mask } = batch;
     this.N = B * T;
+    const device = (this.device = model.device);
+    const fp = opts.fullParams;
+    if (fp) this.fullOnDevice = { get: (name, shape) => fp.get(name, shape, device) };
     this.posJs = new Int32Array(B * T);
     let n = 0;
     for (let b = 0; b < B; b++) {
@@ -188,9 +199,9 @@ class Ctx {
     }
     this.nValid = n;
     this.validRows = Int32Array.from(mask);
-    this.qpos = Tensor.from(this.posJs, [B, T], 'int32').keep();
-    this.ropePos = Tensor.from(this.posJs.map((p) => Math.max(p, 0)), [B * T], 'int32').keep();
-    this.maskT = Tensor.from(mask, [B, T], 'int32').keep();
+    this.qpos = this.i32(this.posJs, [B, T]).keep();
+    this.ropePos = this.i32(this.posJs.map((p) => Math.max(p, 0)), [B * T]).keep();
+    this.maskT = this.i32(mask, [B, T]).keep();
     if (opts.collectGateGrads) {
       this.gateGrads = new Map();
       this.scores = new Map();
@@ -199,8 +210,18 @@ class Ctx {
   get cfg() {
     return this.model.config;
   }
-  get full() {
-    return this.opts.fullParams;
+  get full(): DeviceGrads | undefined {
+    return this.fullOnDevice;
+  }
+  /** int32 / float32 tensors from host values and zeros, on the model's device. */
+  i32(data: ArrayLike<number>, shape: readonly number[]): Tensor {
+    return Tensor.from(data, shape, 'int32', this.device);
+  }
+  f32(data: Float32Array, shape?: readonly number[]): Tensor {
+    return Tensor.from(data, shape, 'float32', this.device);
+  }
+  zeros(shape: readonly number[]): Tensor {
+    return Tensor.zeros(shape, 'float32', this.device);
   }
   dispose(): void {
     dispose([this.qpos, this.ropePos, this.maskT, ...this.loraU.values()]);
@@ -227,7 +248,7 @@ function routeForward(ctx: Ctx, l: number, h: Tensor): RouteSave {
     const sc = sur || ctx.scores ? s.score.toFloat32Array() : undefined;
     if (ctx.scores) ctx.scores.set(l, sc!);
     for (let b = 0; b < B; b++) gateJs.fill(gSeq[b] + (off ? off[b] : 0) + (sur ? sc![b] - sur[b] : 0), b * T, (b + 1) * T);
-    return { gTok: Tensor.from(gateJs), gateJs: gSeq, score: s.score, h, pooled: s.pooled };
+    return { gTok: ctx.f32(gateJs), gateJs: gSeq, score: s.score, h, pooled: s.pooled };
   }
   const s = ops.routerScoreTokens(h, w, tau);
   s.execIdx.dispose();
@@ -238,7 +259,7 @@ function routeForward(ctx: Ctx, l: number, h: Tensor): RouteSave {
   if (ctx.scores) ctx.scores.set(l, sc!);
   if (off || sur) {
     s.gate.dispose();
-    return { gTok: Tensor.from(gateJs.map((g, i) => g + (off ? off[i] : 0) + (sur ? sc![i] - sur[i] : 0))), gateJs, score: s.score, h };
+    return { gTok: ctx.f32(gateJs.map((g, i) => g + (off ? off[i] : 0) + (sur ? sc![i] - sur[i] : 0))), gateJs, score: s.score, h };
   }
   return { gTok: s.gate, gateJs, score: s.score, h };
 }
@@ -263,7 +284,7 @@ function routeBackward(ctx: Ctx, l: number, rs: RouteSave, dgTok: Float32Array, 
       // dgTok already carries lossScale (it came through the scaled loss); the capacity term gets it here.
       d[b] = s + (regGrad ? regGrad[b] : 0) * scale;
     }
-    const dscore = Tensor.from(d);
+    const dscore = ctx.f32(d);
     const dh3 = dh?.reshape([B, T, rs.pooled!.shape[1]]);
     ops.routerScoreSequencesBackward(dscore, rs.score, rs.pooled!, w, {
       seqLen: T,
@@ -280,7 +301,7 @@ function routeBackward(ctx: Ctx, l: number, rs: RouteSave, dgTok: Float32Array, 
   if (ctx.gateGrads) ctx.gateGrads.set(l, Float32Array.from(dgTok));
   const d = new Float32Array(dgTok.length);
   for (let i = 0; i < d.length; i++) d[i] = ctx.validRows[i] ? dgTok[i] + (regGrad ? regGrad[i] : 0) * scale : 0;
-  const dscore = Tensor.from(d);
+  const dscore = ctx.f32(d);
   ops.routerScoreTokensBackward(dscore, rs.score, rs.h, w, {
     needWeight: true,
     weightGradInto: grad,
@@ -417,16 +438,16 @@ function attnCore(
   let kposJs = ctx.posJs;
   const mod = gate !== undefined && ctx.opts.routers?.mode === 'mod' && gate.some((g, i) => g === 0 && ctx.validRows[i] !== 0);
   if (mod) kposJs = ctx.posJs.map((p, i) => (gate![i] ? p : -1));
-  const kpos = Tensor.from(kposJs, [B, T], 'int32');
+  const kpos = ctx.i32(kposJs, [B, T]);
   const window = cfg.slidingWindow[l] ?? 0;
   const q4 = qr.reshape([B, T, Hq, D]), k4 = kr.reshape([B, T, Hkv, D]), v4 = vc.reshape([B, T, Hkv, D]);
   let { out: att, lse } = ops.attention(q4, k4, v4, { qpos: ctx.qpos, kpos, window });
   let keep: AttnSave['keep'];
   if (mod) {
-    const kposFull = Tensor.from(ctx.posJs, [B, T], 'int32');
+    const kposFull = ctx.i32(ctx.posJs, [B, T]);
     const full = ops.attention(q4, k4, v4, { qpos: ctx.qpos, kpos: kposFull, window });
     // merged = full + g·(mod − full), per token row
-    const gRows = Tensor.from(gate!.map((g) => (g ? 1 : 0)));
+    const gRows = ctx.f32(gate!.map((g) => (g ? 1 : 0)));
     const diff = att.clone();
     ops.axpy(diff, full.out, -1);
     const merged = ops.gatedResidual(full.out.reshape([N, Hq * D]), diff.reshape([N, Hq * D]), gRows).reshape([B, T, Hq, D]);
@@ -484,9 +505,9 @@ function moeForward(ctx: Ctx, l: number, h2: Tensor, w: MoeWeights, expertRoute:
       eff[i] = tw[i] * (g[i] + (off ? off[i] : 0) + (sur ? sAssign[i] - sur[i] : 0));
     }
     if (ctx.scores) ctx.scores.set(l, sAssign);
-    wEff = Tensor.from(eff, [N, K]);
-    const score = Tensor.from(s, [N, E]);
-    route = { gTok: Tensor.zeros([1]), gateJs: g, score, h: h2, expert: { s, g, topkW: tw, topkIdx: idx, E, K } };
+    wEff = ctx.f32(eff, [N, K]);
+    const score = ctx.f32(s, [N, E]);
+    route = { gTok: ctx.zeros([1]), gateJs: g, score, h: h2, expert: { s, g, topkW: tw, topkIdx: idx, E, K } };
   }
   const comb = ops.moeCombine(ex.y, sorted.invPerm, wEff);
   let out = comb;
@@ -578,7 +599,7 @@ function layerBackward(ctx: Ctx, l: number, s: LayerSave, dy: Tensor, needInput:
     }
   }
   if (s.routeM && routed !== 'block' && routed !== 'expert') {
-    if (deep && !dh2) dh2 = Tensor.zeros([N, cfg.hiddenSize]);
+    if (deep && !dh2) dh2 = ctx.zeros([N, cfg.hiddenSize]);
     routeBackward(ctx, l, s.routeM, dgM!, deep ? dh2 : undefined, reg.perLayer.get(l));
   }
   // dx1 = dy + rmsnorm_bwd(dh2)
@@ -613,7 +634,7 @@ function layerBackward(ctx: Ctx, l: number, s: LayerSave, dy: Tensor, needInput:
     dh = attnBackward(ctx, l, dfa, s, w);
   }
   if (s.routeA) {
-    if (deep && !dh) dh = Tensor.zeros([N, cfg.hiddenSize]);
+    if (deep && !dh) dh = ctx.zeros([N, cfg.hiddenSize]);
     routeBackward(ctx, l, s.routeA, dgA!, deep ? dh : undefined, reg.perLayer.get(l));
   }
   let dx: Tensor | undefined;
@@ -735,7 +756,7 @@ function moeBackward(ctx: Ctx, l: number, dfm: Tensor, s: LayerSave, w: MoeWeigh
       const dg = dEff[i] * topkW[i] + (regGrad ? regGrad[i] : 0) * scale;
       dz[t * E + e] += dg * sv * (1 - sv);
     }
-    const dzT = Tensor.from(dz, [N, E]);
+    const dzT = ctx.f32(dz, [N, E]);
     const Wr = ctx.opts.routers!.weight(l);
     const grad = ctx.opts.routerGrads!.get(l)!;
     const dW = ops.matmul(dzT, s.h2, { transA: true }); // [E, C]
@@ -843,6 +864,7 @@ export function forwardBackward(model: CausalLM, batch: Batch, opts: BackpropOpt
 function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOptions): StepResult {
   // LoRA attached to the model applies to every forward; it trains only when passed explicitly.
   if (!opts.lora && model.lora) opts = { ...opts, lora: model.lora, loraFrozen: true };
+  checkDevices(model, opts);
   const ctx = new Ctx(model, batch, opts);
   const cfg = model.config;
   const routers = opts.routers;
@@ -853,7 +875,7 @@ function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOpti
   const saves = new Map<number, LayerSave>();
   const transient: Tensor[] = [];
   try {
-    const idT = Tensor.from(batch.ids, [ctx.N], 'int32');
+    const idT = ctx.i32(batch.ids, [ctx.N]);
     transient.push(idT);
     let x = ops.embedding(idT, model.weights.embed);
     const save = !opts.noGrad;
@@ -870,7 +892,7 @@ function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOpti
     }
     const { out: hf, rstd: rstdF } = ops.rmsnorm(x, model.weights.finalNorm, cfg.rmsNormEps);
     const logits = ops.linear(hf, model.weights.lmHead);
-    const targets = Tensor.from(batch.targets, [ctx.N], 'int32');
+    const targets = ctx.i32(batch.targets, [ctx.N]);
     const ce = ops.crossEntropy(logits, targets, { ignoreIndex: -100 });
     const stats = gateStats(ctx, saves);
     const regOpts = opts.regularizer ?? { lambda: 0, targetSkip: 0, kind: 'global' as const };
@@ -889,7 +911,7 @@ function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOpti
     dispose([dlogits, targets, ce.lse]);
     const rf = ops.rmsnormBackward(dx!, x, model.weights.finalNorm, rstdF, {
       needWeight: !!opts.fullParams,
-      weightGradInto: opts.fullParams ? opts.fullParams.get('model.norm.weight', model.weights.finalNorm.shape) : undefined,
+      weightGradInto: opts.fullParams ? ctx.full!.get('model.norm.weight', model.weights.finalNorm.shape) : undefined,
     });
     dispose([dx, hf, rstdF, x]);
     dx = rf.dx;
@@ -917,7 +939,7 @@ function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOpti
       if (!dx) break;
     }
     if (dx && opts.fullParams && model.weights.embed.dtype === 'float32') {
-      ops.embeddingBackward(dx, idT, cfg.vocabSize, opts.fullParams.get('model.embed_tokens.weight', model.weights.embed.shape));
+      ops.embeddingBackward(dx, idT, cfg.vocabSize, ctx.full!.get('model.embed_tokens.weight', model.weights.embed.shape));
     }
     dx?.dispose();
     return result;
@@ -926,6 +948,17 @@ function forwardBackwardScoped(model: CausalLM, batch: Batch, opts: BackpropOpti
     dispose(transient);
     ctx.dispose();
   }
+}
+
+/** Routers, their gradients and LoRA adapters must live on the model's device (a clear error instead of RT_ERR_DEVICE deep in an op). */
+function checkDevices(model: CausalLM, opts: BackpropOptions): void {
+  const dev = model.device;
+  const bad = (what: string, d: Device) => {
+    throw new ArgumentError(`forwardBackward: ${what} live on ${d}, the model on ${dev} (create them for the model, or move them with .to('${dev}'))`);
+  };
+  if (opts.routers && opts.routers.device !== dev) bad('the routers', opts.routers.device);
+  if (opts.routerGrads) for (const g of opts.routerGrads.values()) if (g.device !== dev) bad('the router gradients', g.device);
+  if (opts.lora && opts.lora.device !== dev) bad('the LoRA adapters', opts.lora.device);
 }
 
 function disposeSave(s: LayerSave, except?: Tensor): void {

@@ -6,7 +6,7 @@
  */
 import { ArgumentError } from '../errors';
 import * as ops from '../ops';
-import { Tensor, dispose } from '../tensor';
+import { Device, Tensor, dispose } from '../tensor';
 import { Rng } from '../util/rng';
 import type { CausalLM } from '../model/causal_lm';
 import type { LinearWeights } from '../model/weights';
@@ -40,6 +40,7 @@ export class LoraSet {
   readonly scale: number;
   readonly layers: number[];
   readonly targets: LoraTarget[];
+  private _device: Device;
 
   constructor(
     model: CausalLM,
@@ -54,6 +55,7 @@ export class LoraSet {
     const L = model.config.numLayers;
     this.layers = options.layers ?? [...Array(L).keys()];
     const rng = new Rng(options.seed ?? 0);
+    const dev = (this._device = model.device);
     for (const l of this.layers) {
       if (!Number.isInteger(l) || l < 0 || l >= L) throw new ArgumentError(`lora: layer ${l} is out of range [0, ${L})`);
       const lw = model.weights.layers[l];
@@ -65,14 +67,46 @@ export class LoraSet {
         const std = 1 / Math.sqrt(inp);
         for (let i = 0; i < a.length; i++) a[i] = rng.normal() * std;
         this.adapters.set(`model.layers.${l}.${HF_NAME[t]}`, {
-          A: Tensor.from(a, [rank, inp]).keep(),
-          B: Tensor.zeros([out, rank]).keep(),
-          gA: Tensor.zeros([rank, inp]).keep(),
-          gB: Tensor.zeros([out, rank]).keep(),
+          A: Tensor.from(a, [rank, inp], 'float32', dev).keep(),
+          B: Tensor.zeros([out, rank], 'float32', dev).keep(),
+          gA: Tensor.zeros([rank, inp], 'float32', dev).keep(),
+          gB: Tensor.zeros([out, rank], 'float32', dev).keep(),
         });
       }
     }
     if (this.adapters.size === 0) throw new ArgumentError('lora: no projection matched the requested targets and layers');
+  }
+
+  /** Where the adapters live (the model's device when they were made or last moved). */
+  get device(): Device {
+    return this._device;
+  }
+
+  /**
+   * Moves every adapter (A, B and their gradients) to `device`, disposing the old copies;
+   * all copies are made first, so a failed move changes nothing. Returns this.
+   */
+  to(device: Device): this {
+    if (device === this._device) return this;
+    const moved: [LoraAdapter, LoraAdapter][] = [];
+    const made: Tensor[] = [];
+    const mv = (t: Tensor) => {
+      const n = t.to(device).keep();
+      made.push(n);
+      return n;
+    };
+    try {
+      for (const a of this.adapters.values()) moved.push([a, { A: mv(a.A), B: mv(a.B), gA: mv(a.gA), gB: mv(a.gB) }]);
+    } catch (e) {
+      dispose(made);
+      throw e;
+    }
+    for (const [a, n] of moved) {
+      dispose([a.A, a.B, a.gA, a.gB]);
+      Object.assign(a, n);
+    }
+    this._device = device;
+    return this;
   }
 
   get rank(): number {
@@ -156,7 +190,7 @@ export function loadLora(file: string, model: CausalLM): LoraSet | undefined {
         if (e.shape.join(',') !== t.shape.join(','))
           throw new RouterTuningError('RT_ERR_FORMAT', `${file}: 'lora.${name}.${key}' has shape [${e.shape.join(', ')}], expected [${t.shape.join(', ')}]`);
         const r = readEntry(e, 'float32');
-        t.copyFrom(r);
+        t.copyFrom(r); // host → the model's device
         r.dispose();
       }
     }

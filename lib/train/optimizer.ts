@@ -3,7 +3,7 @@
  * and global gradient-norm clipping.
  *
  * The optimiser owns its moments m, v (zero-initialised float32, one pair per parameter,
- * kept out of every tidy scope) and applies ops.adamwStep — PyTorch torch.optim.AdamW
+ * on the parameter's device, kept out of every tidy scope) and applies ops.adamwStep — PyTorch torch.optim.AdamW
  * semantics: decoupled weight decay, bias correction with a 1-based step count.
  *
  * Clipping never rescales gradients in place: clipGradNorm returns the factor and the
@@ -44,6 +44,8 @@ function checkParams(op: string, params: Param[]): void {
     names.add(p.name);
     if (p.value.dtype !== 'float32' || p.grad.dtype !== 'float32')
       throw new ArgumentError(`${op}: parameter '${p.name}' expected float32 value and grad, received ${p.value.dtype} and ${p.grad.dtype}`);
+    if (p.value.device !== p.grad.device)
+      throw new ArgumentError(`${op}: parameter '${p.name}' lives on ${p.value.device} but its grad on ${p.grad.device}`);
     if (!sameShape(p.value.shape, p.grad.shape))
       throw new ShapeError(`${op}: parameter '${p.name}' grad ${shapeStr(p.grad.shape)} does not match its value ${shapeStr(p.value.shape)}`);
   }
@@ -79,7 +81,7 @@ export class AdamW {
     if (!(this.weightDecay >= 0 && Number.isFinite(this.weightDecay)))
       throw new ArgumentError(`AdamW: 'weightDecay' expected a finite number >= 0, received ${this.weightDecay}`);
     this.params = [...params];
-    this.moments = this.params.map((p) => ({ m: Tensor.zeros(p.value.shape).keep(), v: Tensor.zeros(p.value.shape).keep() }));
+    this.moments = this.params.map((p) => ({ m: Tensor.zeros(p.value.shape, 'float32', p.value.device).keep(), v: Tensor.zeros(p.value.shape, 'float32', p.value.device).keep() }));
   }
 
   /** Steps taken (the next step is stepCount + 1: bias correction counts from 1). */
@@ -115,7 +117,7 @@ export class AdamW {
     return out;
   }
 
-  /** Copies saved moments in (e.g. read back from a checkpoint) and sets the step count; the tensors stay the caller's. */
+  /** Copies saved moments in (e.g. read back from a checkpoint, on the host: copied to the parameters' device) and sets the step count; the tensors stay the caller's. */
   loadState(tensors: Record<string, Tensor>, stepCount: number): void {
     this.live('loadState');
     if (!Number.isInteger(stepCount) || stepCount < 0)

@@ -199,7 +199,7 @@ export async function tune(model: CausalLM, options: TuneOptions): Promise<TuneR
     stream = BatchStream.restore(train, streamOpts, state.stream);
     savedOpt = { tensors, step: state.optimizerStep };
   } else {
-    routers = new Routers(model.config, { granularity: o.granularity, layers: o.layers, threshold: o.threshold, mode: o.mode });
+    routers = new Routers(model.config, { granularity: o.granularity, layers: o.layers, threshold: o.threshold, mode: o.mode }, model.device);
     stream = new BatchStream(train, streamOpts);
   }
   // LoRA adapters: fresh, or restored with the routers when resuming
@@ -210,14 +210,14 @@ export async function tune(model: CausalLM, options: TuneOptions): Promise<TuneR
   const grads = new Map<number, Tensor>();
   const params: Param[] = [];
   for (const [l, w] of routers.weights) {
-    const g = Tensor.zeros(w.shape).keep();
+    const g = Tensor.zeros(w.shape, 'float32', w.device).keep(); // on the model's device, with the routers
     grads.set(l, g);
     params.push({ name: `router.${l}.weight`, value: w, grad: g });
   }
   if (lora) params.push(...lora.params());
   const opt = new AdamW(params, { weightDecay: o.weightDecay });
   if (savedOpt) {
-    opt.loadState(savedOpt.tensors, savedOpt.step);
+    opt.loadState(savedOpt.tensors, savedOpt.step); // host moments → the model's device
     dispose(Object.values(savedOpt.tensors));
   }
   const warmup = o.warmupSteps ?? Math.floor(o.steps * 0.1);
