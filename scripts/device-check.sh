@@ -37,12 +37,25 @@ node -e "const b=require('./dist/lib/backend').backendInfo(); console.log(JSON.s
 tsc=node_modules/.bin/tsc
 step "test:cuda"
 if [ -x "$tsc" ]; then "$tsc" -p tsconfig.cuda.json >>"$out/build.log" 2>&1 || status=1; fi
-timeout 300 node --test --test-reporter=spec dist/test/cuda/parity.js dist/test/cuda/model.js >"$out/test-cuda.log" 2>&1 || status=1
-tail -12 "$out/test-cuda.log"
+# Each file in its own process, reporting as it goes (TAP), so a crash keeps what ran.
+: >"$out/test-cuda.log"
+for f in dist/test/cuda/parity.js dist/test/cuda/model.js; do
+  echo "# file $f" >>"$out/test-cuda.log"
+  timeout 150 node "$f" >>"$out/test-cuda.log" 2>&1
+  rc=$?
+  echo "# exit $f: $rc$( [ $rc -gt 128 ] && echo " (signal $((rc - 128)))")" >>"$out/test-cuda.log"
+  [ $rc = 0 ] || status=1
+  # A crash (signal): one native backtrace from cuda-gdb when the machine has it.
+  if [ $rc -gt 128 ] && [ $rc != 137 ] && command -v cuda-gdb >/dev/null 2>&1; then
+    echo "# backtrace of $f" >>"$out/test-cuda.log"
+    timeout 90 cuda-gdb -q -batch -ex run -ex bt --args "$(command -v node)" "$f" 2>&1 | grep -E '^#[0-9]|signal|SIG' | head -40 >>"$out/test-cuda.log"
+  fi
+done
+grep -E '^(not ok|# (exit|pass|fail))' "$out/test-cuda.log"
 
 step "bench:cuda"
 benchdir=$(mktemp -d)
-timeout 240 node dist/bench/main.js --suite cuda --json --out "$benchdir" >"$out/bench-cuda.json" 2>"$out/bench-cuda.log" || status=1
+timeout 220 node dist/bench/main.js --suite cuda --json --out "$benchdir" >"$out/bench-cuda.json" 2>"$out/bench-cuda.log" || status=1
 cp "$benchdir/results.md" "$out/bench-cuda.md" 2>/dev/null || true
 
 step "summary"

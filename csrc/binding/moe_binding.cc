@@ -79,9 +79,15 @@ ExpertWeights expert_weights(Args& a, size_t first, int64_t E, int64_t C, int64_
 }
 
 // Live rows A = bounds[E] when it is a plausible count; otherwise 0 and the kernel,
-// which validates bounds before touching any row, reports the bad bounds.
-int64_t live_rows(const int32_t* bounds, int64_t E, int64_t TK) {
-  int64_t A = bounds[E];
+// which validates bounds before touching any row, reports the bad bounds. On the GPU
+// the one value is copied back (bounds itself stays on the device).
+int64_t live_rows(Args& a, const int32_t* bounds, int64_t E, int64_t TK) {
+  int32_t last = 0;
+  if (a.cuda())
+    check_status(a.env(), rt_cuda_memcpy(&last, bounds + E, sizeof last, RT_COPY_D2H));
+  else
+    last = bounds[E];
+  int64_t A = last;
   return A >= 0 && A <= TK ? A : 0;
 }
 
@@ -92,7 +98,7 @@ Napi::Value ExpertsFwd(const Napi::CallbackInfo& info) {
   int64_t C = a.int64(12, "C", 0, kMaxElems), I = a.int64(13, "I", 0, kMaxElems);
   int64_t tk = checked_numel(a.env(), a.op(), {T, K});
   const int32_t* bounds = a.i32(5, "bounds", E + 1);
-  int64_t A = live_rows(bounds, E, tk);
+  int64_t A = live_rows(a, bounds, E, tk);
   float* y = a.f32(0, "y", checked_numel(a.env(), a.op(), {A, C}));
   float* act_gate = a.f32_opt(1, "act_gate", checked_numel(a.env(), a.op(), {A, I}));
   float* act_up = a.f32_opt(2, "act_up", A * I);
@@ -113,7 +119,7 @@ Napi::Value ExpertsBwd(const Napi::CallbackInfo& info) {
   int64_t tk = checked_numel(a.env(), a.op(), {T, K}), tc = checked_numel(a.env(), a.op(), {T, C});
   int64_t eic = checked_numel(a.env(), a.op(), {E, I, C});
   const int32_t* bounds = a.i32(7, "bounds", E + 1);
-  int64_t A = live_rows(bounds, E, tk);
+  int64_t A = live_rows(a, bounds, E, tk);
   float* dx = a.f32_opt(0, "dx", tc);
   float* dwg = a.f32_opt(1, "dw_gate", eic);
   float* dwu = a.f32_opt(2, "dw_up", eic);

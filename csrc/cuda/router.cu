@@ -2,9 +2,9 @@
 // and the ascending list of executed rows with its count — in ONE pass over h.
 //
 // Forward (score_compact_kernel): each block takes the next tile of rows from an atomic
-// tile counter (so every earlier tile is already running), scores its rows with `width`
-// lanes per row (a warp for rows of >= 128 floats, float4 loads when aligned), counts its
-// executed rows, and finds its output offset by a decoupled look-back over the earlier
+// tile counter (so every earlier tile is already running), scores its rows (~128 KiB of
+// h per tile) with `width` lanes per row (a warp for rows of >= 512 floats, fewer for
+// shorter rows; float4 loads when aligned), counts its executed rows, and finds its output offset by a decoupled look-back over the earlier
 // tiles' published counts (aggregate / inclusive prefix status words). It then writes its
 // executed rows at that offset in ascending order; the last tile writes the total, which
 // the host copies back (the only host round-trip). Same order as the CPU's compaction.

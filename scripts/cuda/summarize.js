@@ -24,11 +24,16 @@ const env = read('env.txt');
 const gpu = env.split('\n').find((l) => /H100|H200|A100|NVIDIA|RTX|L40|L4\b/.test(l) && !l.startsWith('name'));
 if (gpu) lines.push(`GPU: ${gpu.trim()}`, '');
 
+// TAP from each test file run on its own (node file.js): top-level "ok N - name" /
+// "not ok N - name" lines, "# pass N" totals, and the exit line device-check adds.
 const log = read('test-cuda.log');
-const count = (k) => (log.match(new RegExp(`^ℹ ${k} (\\d+)`, 'm')) || [])[1] ?? '?';
-lines.push('## test:cuda', '', `tests ${count('tests')}, pass ${count('pass')}, fail ${count('fail')}, skipped ${count('skipped')}`, '');
-const failed = log.split('\n').filter((l) => /^\s*✖ /.test(l));
-if (failed.length) lines.push('Failed:', '', ...[...new Set(failed.map((l) => l.trim()))].slice(0, 40).map((l) => `- ${l}`), '');
+const top = log.split('\n').filter((l) => /^(not )?ok \d+ - /.test(l));
+const passed = top.filter((l) => l.startsWith('ok')).length;
+const failed = top.filter((l) => l.startsWith('not ok'));
+lines.push('## test:cuda', '', `top-level tests: ${top.length}, pass ${passed}, fail ${failed.length}`, '');
+for (const l of log.split('\n').filter((x) => x.startsWith('# exit '))) lines.push(`- ${l.slice(2)}`);
+lines.push('');
+if (failed.length) lines.push('Failed:', '', ...failed.slice(0, 40).map((l) => `- ${l}`), '');
 
 let bench = null;
 try {
