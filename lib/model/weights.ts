@@ -9,6 +9,7 @@
  * Each tensor is read to the host and placed on the requested device one at a time, so
  * loading onto a GPU never holds more than one tensor (one expert) in host memory.
  */
+import { cast, sumSquares } from '../ops/elementwise';
 import { Checkpoint, SafetensorsError } from '../io/safetensors';
 import { RouterTuningError } from '../errors';
 import { DType, Device, Tensor, dispose } from '../tensor';
@@ -77,6 +78,25 @@ class Loader {
     this.used.add(name);
   }
 
+  /**
+   * A host tensor read from the checkpoint after a finiteness check: a NaN or ±Inf weight
+   * (a corrupt or diverged checkpoint) is an error naming the tensor and the first bad
+   * element, not silently NaN logits later. One native pass (sum of squares in double).
+   */
+  private finite(name: string, t: Tensor): Tensor {
+    if (t.numel === 0) return t;
+    const wide = t.dtype === 'float32' ? t : cast(t, 'float32');
+    try {
+      if (Number.isFinite(sumSquares(wide))) return t;
+      const values = wide.toFloat32Array();
+      const at = values.findIndex((v) => !Number.isFinite(v));
+      t.dispose();
+      throw new WeightError(`${this.ck.dir}: tensor '${name}' holds a non-finite value (${values[at]} at element ${at}); expected finite weights`);
+    } finally {
+      if (wide !== t) wide.dispose();
+    }
+  }
+
   /** A host tensor read from the checkpoint, moved to the loader's device (the host copy freed). */
   private place(t: Tensor): Tensor {
     if (t.device === this.device) return t;
@@ -90,13 +110,13 @@ class Loader {
   /** A matrix in the model's storage dtype. */
   matrix(name: string, shape: number[]): Tensor {
     this.check(name, shape);
-    return this.keep(this.place(this.ck.read(name, this.dtype)));
+    return this.keep(this.place(this.finite(name, this.ck.read(name, this.dtype))));
   }
 
   /** A small float32 tensor (norm weights, biases, gates). */
   vector(name: string, shape: number[]): Tensor {
     this.check(name, shape);
-    return this.keep(this.place(this.ck.read(name, 'float32')));
+    return this.keep(this.place(this.finite(name, this.ck.read(name, 'float32'))));
   }
 
   /** Stacks E per-expert matrices [rows, cols] into one [E, rows, cols] tensor (each expert read on the host, copied into place). */
@@ -104,7 +124,7 @@ class Loader {
     const out = this.keep(Tensor.empty([names.length, rows, cols], this.dtype, this.device));
     names.forEach((name, e) => {
       this.check(name, [rows, cols]);
-      const t = this.ck.read(name, this.dtype);
+      const t = this.finite(name, this.ck.read(name, this.dtype));
       try {
         out.copyFrom(t, e * rows * cols, 0, rows * cols);
       } finally {
