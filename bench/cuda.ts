@@ -231,7 +231,7 @@ function kernelCases(): CudaCase[] {
       name: `router_token_fwd + compaction ${T}x${C} (τ = 0.5)`,
       kind: 'memory',
       work: T * C * 4,
-      target: 0.5,
+      target: 0.7,
       setup() {
         const h = cudaRandom(rng, [T, C]), w = cudaRandom(rng, [C], 0.02);
         return () => dispose(ops.routerScoreTokens(h, w, 0.5));
@@ -252,7 +252,7 @@ function kernelCases(): CudaCase[] {
         name: `gather_rows ${N} of ${R}x${C}`,
         kind: 'memory',
         work: 2 * N * C * 4,
-        target: 0.5,
+        target: 0.7,
         setup() {
           const x = cudaRandom(rng, [R, C]), idx = rows(), out = Tensor.empty([N, C], 'float32', 'cuda');
           return () => void ops.gatherRows(x, idx, out);
@@ -262,7 +262,7 @@ function kernelCases(): CudaCase[] {
         name: `scatter_rows ${N} into ${R}x${C}`,
         kind: 'memory',
         work: 2 * N * C * 4,
-        target: 0.5,
+        target: 0.7,
         setup() {
           const into = cudaRandom(rng, [R, C]), y = cudaRandom(rng, [N, C]), idx = rows();
           return () => void ops.scatterRows(into, y, idx);
@@ -278,7 +278,7 @@ function kernelCases(): CudaCase[] {
       name: `rmsnorm_fwd ${R}x${C}`,
       kind: 'memory',
       work: 4 * (2 * R * C + C + R),
-      target: 0.5,
+      target: 0.7,
       setup() {
         const x = cudaRandom(rng, [R, C]), w = cudaRandom(rng, [C]);
         const out = Tensor.empty([R, C], 'float32', 'cuda'), rstd = Tensor.empty([R], 'float32', 'cuda');
@@ -294,7 +294,7 @@ function kernelCases(): CudaCase[] {
       name: `rope_fwd T=${T} H=${H} D=${D}`,
       kind: 'memory',
       work: 8 * T * H * D + 4 * T + 2 * D,
-      target: 0.5,
+      target: 0.7,
       setup() {
         const x = cudaRandom(rng, [T, H, D]);
         const pos = cudaInts(Int32Array.from({ length: T }, (_, i) => i));
@@ -312,7 +312,7 @@ function kernelCases(): CudaCase[] {
       name: `swiglu_fwd n=${N}`,
       kind: 'memory',
       work: 12 * N,
-      target: 0.5,
+      target: 0.7,
       setup() {
         const gate = cudaRandom(rng, [N], 3), up = cudaRandom(rng, [N]), out = Tensor.empty([N], 'float32', 'cuda');
         return () => void ops.swiglu(gate, up, out);
@@ -328,7 +328,6 @@ function kernelCases(): CudaCase[] {
         name: `embedding fwd ${T} tokens x ${C} from ${V}x${C} ${dt === 'float32' ? 'f32' : 'bf16'}`,
         kind: 'memory',
         work: T * C * ((dt === 'float32' ? 4 : 2) + 4),
-        target: 0.5,
         setup() {
           const table = cudaRandom(rng, [V, C], 1, dt), ids = cudaInts(rng.ints(T, 0, V)), out = Tensor.empty([T, C], 'float32', 'cuda');
           return () => void ops.embedding(ids, table, out);
@@ -344,7 +343,6 @@ function kernelCases(): CudaCase[] {
       name: `cross_entropy_fwd T=${T} V=${V}`,
       kind: 'memory',
       work: 4 * T * V + 8 * T,
-      target: 0.5,
       setup() {
         const logits = cudaRandom(rng, [T, V], 2), targets = cudaInts(rng.ints(T, 0, V));
         return () => ops.crossEntropy(logits, targets).lse.dispose();
@@ -359,7 +357,6 @@ function kernelCases(): CudaCase[] {
       name: `adamw_step n=${N}`,
       kind: 'memory',
       work: 28 * N,
-      target: 0.5,
       setup() {
         const p = cudaRandom(rng, [N]), g = cudaRandom(rng, [N], 1e-3);
         const state = { m: cudaFilled([N], 0), v: cudaFilled([N], 0) };
@@ -379,7 +376,7 @@ function kernelCases(): CudaCase[] {
         name: `attention_fwd ${tag} (4·B·H·T²·D/2 FLOPs)`,
         kind: 'compute',
         work: fwdFlops,
-        target: 0.5,
+        target: 0.4,
         setup() {
           const q = cudaRandom(rng, [B, T, H, D]), k = cudaRandom(rng, [B, T, H, D]), v = cudaRandom(rng, [B, T, H, D]);
           return () => tidy(() => void ops.attention(q, k, v));
@@ -389,7 +386,6 @@ function kernelCases(): CudaCase[] {
         name: `attention_bwd ${tag} (2.5× fwd FLOPs)`,
         kind: 'compute',
         work: 2.5 * fwdFlops,
-        target: 0.5,
         setup() {
           const q = cudaRandom(rng, [B, T, H, D]), k = cudaRandom(rng, [B, T, H, D]), v = cudaRandom(rng, [B, T, H, D]);
           const { out, lse } = ops.attention(q, k, v);
@@ -407,7 +403,6 @@ function kernelCases(): CudaCase[] {
       name: `moe forward T=${T} E=${E} top-${K} C=${C} I=${I} bf16 weights (3·2·T·K·C·I FLOPs)`,
       kind: 'compute',
       work: 3 * 2 * T * K * C * I,
-      target: 0.5,
       setup() {
         const W = {
           gate: cudaRandom(rng, [E, I, C], 1 / Math.sqrt(C), 'bfloat16'),
@@ -434,7 +429,6 @@ function kernelCases(): CudaCase[] {
         name: `linear x·Wᵀ ${T}x${Cin} · (${outF}x${Cin})ᵀ bf16 W`,
         kind: 'compute',
         work: 2 * T * outF * Cin,
-        target: 0.7,
         setup() {
           const x = cudaRandom(rng, [T, Cin]), w = cudaRandom(rng, [outF, Cin], 1 / Math.sqrt(Cin), 'bfloat16');
           const out = Tensor.empty([T, outF], 'float32', 'cuda');
