@@ -1,6 +1,6 @@
 /** router-tuning: dynamic-depth LLMs for Node.js. */
-export { backendInfo, setNumThreads } from './backend';
-export type { BackendInfo } from './backend';
+export { backendInfo, setNumThreads, setComputeDtype, computeDtype } from './backend';
+export type { BackendInfo, ComputeDtype } from './backend';
 export { Tensor, tidy, dispose } from './tensor';
 export type { DType, Device } from './tensor';
 export * from './errors';
@@ -24,3 +24,4 @@ export { generateBatch, generateStream } from './infer/generate';
 export type { GenerateOptions, GenerateResult, GenerateStats, GeneratedToken } from './infer/generate';
 export type { RoutingStats, ForwardOptions } from './model/causal_lm';
 export { LoraSet } from './train/lora';
+export { createServer, RouterTuningServer, type ServeOptions, type ServeAddress } from './serve/server';

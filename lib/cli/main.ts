@@ -16,6 +16,7 @@ commands:
   generate text generation with dynamic depth (layers really skipped), streaming
   eval     perplexity / multiple-choice accuracy: no routers, routers, static attention drop
   logits   logits of a model for given token ids (interop and conformance checks)
+  serve    HTTP service: OpenAI-style completions and chat (SSE streaming), /health, /metrics
   bench    the bench suite (kernels), measured against this machine's ceilings
 
 Run 'router-tuning <command> --help' for a command's options.
@@ -477,7 +478,100 @@ async function bench(argv: string[]): Promise<number> {
   return mod.runBench(argv);
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, tune: tuneCommand, eval: evalCommand, generate: generateCommand, logits, bench };
+const SERVE_USAGE = `usage: router-tuning serve [--model DIR] [--routers FILE] [--host 127.0.0.1] [--port N] [options]
+
+Serves the model over HTTP until SIGINT/SIGTERM (then: stop accepting, let running
+generations finish for up to 10 s, cancel the rest, exit 0). The model runs in a worker
+thread; the HTTP side stays responsive during generation.
+  POST /v1/completions        OpenAI-style; "stream": true for server-sent events
+  POST /v1/chat/completions   messages → the model's chat template (else "role: content" lines)
+  GET  /v1/models, /health, /metrics (Prometheus text)
+Per request, "routing": "off" | "on" | {"target_skip": F} | {"threshold": F}.
+  --model DIR              Hugging Face model folder (default: the embedded model)
+  --routers FILE           routers saved by 'tune' (default: none; routing then "off")
+  --calibration PATH       text for target_skip calibration (default: the embedded corpus's
+                           validation split)
+  --host H                 address to bind (default 127.0.0.1, loopback only)
+  --port N                 port (default 8080; 0 picks a free one)
+  --concurrency N          generations run at once, interleaved token by token (default 1)
+  --queue N                requests that may wait for a slot (default 32); beyond: 429
+  --max-body BYTES         largest request body (default 1048576); beyond: 413
+  --max-prompt-tokens N    largest prompt (default: the model's context length); beyond: 400
+  --max-tokens N           largest max_tokens (default min(1024, context length)); beyond: 400
+  --threads N              engine threads (default RT_NUM_THREADS or all cores)
+  --device D               cpu (default) | cuda
+  --json                   print {"url","host","port","model",…} on stdout once listening
+`;
+
+async function serveCommand(argv: string[]): Promise<number> {
+  const valued = ['--model', '--routers', '--calibration', '--host', '--port', '--concurrency', '--queue', '--max-body', '--max-prompt-tokens', '--max-tokens', '--threads', '--device'];
+  const o = parseOptions(argv, valued, ['--json', '--help', '-h']);
+  if (o.has('--help') || o.has('-h')) {
+    process.stdout.write(SERVE_USAGE);
+    return 0;
+  }
+  const fsm = await import('fs');
+  const { EMBEDDED_MODEL } = await import('./main_job');
+  const dirOpt = o.get('--model');
+  const dir = typeof dirOpt === 'string' ? dirOpt : EMBEDDED_MODEL;
+  if (!fsm.existsSync(path.join(dir, 'config.json'))) throw new UsageError(`${dir}: no model there (config.json missing)${dirOpt === undefined ? '; the embedded model is not built in this checkout' : ''}`);
+  const routers = o.get('--routers') as string | undefined;
+  if (routers !== undefined && !fsm.existsSync(routers)) throw new UsageError(`--routers ${routers}: no such file`);
+  const calibration = o.get('--calibration') as string | undefined;
+  if (calibration !== undefined && !fsm.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file or folder`);
+  const device = o.get('--device') as string | undefined;
+  if (device !== undefined && device !== 'cpu' && device !== 'cuda') throw new UsageError(`--device expected cpu or cuda, received '${device}'`);
+  const atLeast = (key: string, min: number): number | undefined => {
+    const v = num(o, key, 'int');
+    if (v !== undefined && v < min) throw new UsageError(`${key} expected an integer >= ${min}, received ${v}`);
+    return v;
+  };
+  const port = atLeast('--port', 0);
+  if (port !== undefined && port > 65535) throw new UsageError(`--port expected an integer in [0, 65535], received ${port}`);
+  const { createServer } = await import('../serve/server');
+  const server = await createServer({
+    model: dir,
+    routers,
+    calibration,
+    host: o.get('--host') as string | undefined,
+    port,
+    concurrency: atLeast('--concurrency', 1),
+    queue: atLeast('--queue', 0),
+    maxBodyBytes: atLeast('--max-body', 1),
+    maxPromptTokens: atLeast('--max-prompt-tokens', 1),
+    maxTokens: atLeast('--max-tokens', 1),
+    threads: atLeast('--threads', 1),
+    device: device as 'cpu' | 'cuda' | undefined,
+  });
+  let address;
+  try {
+    address = await server.listen();
+  } catch (e) {
+    await server.close(0);
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL') throw new UsageError(`cannot listen on ${o.get('--host') ?? '127.0.0.1'}:${port ?? 8080}: ${err.message}`);
+    throw e;
+  }
+  const m = server.model;
+  if (o.has('--json')) process.stdout.write(JSON.stringify({ ...address, model: m.name, modelDir: m.dir, routers: m.routers?.file ?? null, concurrency: server.engine.concurrency, queue: server.engine.capacity }) + '\n');
+  process.stderr.write(`router-tuning serve: ${m.name} (${m.family}, ${m.numLayers} layers${m.routers ? `, ${m.routers.granularity} routers on layers ${m.routers.layers.join(',')}` : ', no routers'}) listening on ${address.url}\n`);
+  // first signal: drain; a second one cancels the running generations. The handlers stay
+  // installed, so a late signal while the process winds down is ignored rather than fatal.
+  let signals = 0;
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (++signals > 1) return server.abort();
+      process.stderr.write(`router-tuning serve: ${sig}: finishing ${server.engine.inFlight} running generation(s), then exiting (signal again to cancel them)\n`);
+      server.close().then(resolve, resolve);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  process.stderr.write('router-tuning serve: stopped\n');
+  return 0;
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { info, tune: tuneCommand, eval: evalCommand, generate: generateCommand, logits, serve: serveCommand, bench };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
