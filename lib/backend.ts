@@ -1,4 +1,5 @@
 /** Facts about the loaded backends: `backendInfo()` of the public API. */
+import { ArgumentError } from './errors';
 import { native } from './native';
 
 export interface BackendInfo {
@@ -47,6 +48,38 @@ export function backendInfo(): BackendInfo {
 /** Resizes the engine's thread pool (default RT_NUM_THREADS or all cores). */
 export function setNumThreads(n: number): void {
   native().set_num_threads(n);
+}
+
+/** CPU compute dtype of GEMMs whose weights are stored in bfloat16 (see setComputeDtype). */
+export type ComputeDtype = 'float32' | 'bfloat16';
+
+interface ComputeDtypeNative {
+  set_compute_dtype(code: number, emulate: number): void;
+  compute_dtype(): { dtype: number; bf16Native: boolean };
+}
+const computeNative = () => native() as unknown as ComputeDtypeNative;
+
+/**
+ * Selects how the CPU multiplies by weights stored in bfloat16 (process-wide; default
+ * 'float32'). 'float32' widens the weights and multiplies in fp32. 'bfloat16' rounds the
+ * activations to bf16 per GEMM and multiplies in bf16 with fp32 accumulation: AVX-512
+ * BF16 (vdpbf16ps) where the CPU has it, widened fp32 arithmetic on the same rounded
+ * values elsewhere. Only compute-bound GEMMs (more than 16 rows) change; decoding
+ * (one row per sequence) reads bf16 weights either way. Weights become bf16 at load:
+ * `loadModel(dir, { dtype: 'bfloat16' })` — which is loadModel's default while the compute
+ * dtype is 'bfloat16' — or randomModel(cfg, { dtype: 'bfloat16' }).
+ */
+export function setComputeDtype(dtype: ComputeDtype, opts: { emulate?: boolean } = {}): void {
+  if (dtype !== 'float32' && dtype !== 'bfloat16')
+    throw new ArgumentError(`setComputeDtype: 'dtype' expected 'float32' or 'bfloat16', received ${String(dtype)}`);
+  // emulate (tests): the fallback of CPUs without AVX512_BF16, on any CPU
+  computeNative().set_compute_dtype(dtype === 'bfloat16' ? 1 : 0, opts.emulate ? 1 : 0);
+}
+
+/** The current compute dtype, and whether this CPU runs bf16 natively (AVX512_BF16). */
+export function computeDtype(): { dtype: ComputeDtype; bf16Native: boolean } {
+  const r = computeNative().compute_dtype();
+  return { dtype: r.dtype === 1 ? 'bfloat16' : 'float32', bf16Native: r.bf16Native };
 }
 
 function packageVersion(): string {

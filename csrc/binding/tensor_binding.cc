@@ -180,6 +180,25 @@ Napi::Value CudaSetGemmBackend(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// set_compute_dtype(0 float32 | 1 bfloat16, emulate 0 | 1): the CPU compute dtype of GEMMs
+// with bf16 weights; emulate = 1 runs the fallback of CPUs without AVX512_BF16 (tests).
+Napi::Value SetComputeDtype(const Napi::CallbackInfo& info) {
+  Args a(info, "set_compute_dtype", 2);
+  const int64_t dtype = a.int64(0, "dtype", 0, 1), emulate = a.int64(1, "emulate", 0, 1);
+  rt_set_bf16_emulate(static_cast<int>(emulate));
+  check_status(info.Env(), rt_set_compute_dtype(static_cast<rt_dtype>(dtype)));
+  return info.Env().Undefined();
+}
+
+// compute_dtype() → { dtype: 0 | 1, bf16Native: whether AVX512_BF16 runs it }
+Napi::Value ComputeDtype(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dtype", Napi::Number::New(env, static_cast<double>(rt_compute_dtype())));
+  o.Set("bf16Native", Napi::Boolean::New(env, rt_bf16_native() != 0));
+  return o;
+}
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Args a(info, "set_num_threads", 1);
   rt_set_num_threads(static_cast<int>(a.int64(0, "threads", 1, 1024)));
@@ -197,6 +216,8 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   exports.Set("tensor_info", Napi::Function::New(env, TensorInfo));
   exports.Set("runtime_info", Napi::Function::New(env, RuntimeInfo));
   exports.Set("set_num_threads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("set_compute_dtype", Napi::Function::New(env, SetComputeDtype));
+  exports.Set("compute_dtype", Napi::Function::New(env, ComputeDtype));
   exports.Set("cuda_synchronize", Napi::Function::New(env, CudaSynchronize));
   exports.Set("cuda_empty_cache", Napi::Function::New(env, CudaEmptyCache));
   exports.Set("cuda_set_gemm_backend", Napi::Function::New(env, CudaSetGemmBackend));

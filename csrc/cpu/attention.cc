@@ -22,7 +22,7 @@
 //
 // Parallelism: forward over (batch, kv head, query block), the kv head's G query heads
 // looped inside so a K/V tile is reused from cache by the whole group. Decode (Tq < 4)
-// has its own path: tasks over (batch, 1024-key split) covering every head, reading K/V
+// has its own path: tasks over (batch, 128-key split) covering every head, reading K/V
 // in memory order, merged per split (see decode_task). Backward over (batch, kv head)
 // with dK/dV of a key block and dQ accumulated by the same task (no races, fixed
 // summation order: deterministic); when there are fewer (batch, kv head) pairs than
@@ -211,7 +211,8 @@ RT_SIMD_CLONES void mask_row(float* s, int32_t qp, const int32_t* kp, int32_t w,
   if (w > 0) {
     for (int64_t j = 0; j < n; ++j) {
       int32_t k = kp[j];
-      bool vis = (k >= 0) & (k <= qp) & (qp - k < w);
+      // in 64 bits: a negative (padding) k would overflow qp - k in int32
+      bool vis = (k >= 0) & (k <= qp) & (int64_t{qp} - k < w);
       s[j] = vis ? s[j] : kNegInf;
     }
   } else {
@@ -358,7 +359,10 @@ int64_t zigzag(int64_t x, int64_t n) { return (x & 1) ? n - 1 - (x >> 1) : (x >>
 // ---- decode (a few queries against a long cache) --------------------------------------
 
 constexpr int64_t kDecodeRows = 4;   // Tq below this takes the decode path
-constexpr int64_t kSplitTiles = 8;   // keys per decode task: 8 tiles = 1024 keys
+// Keys per decode task: one tile = 128 keys. A batch of one at a 512-token context is then
+// 4-5 tasks, so both threads stream K/V (8 tiles per task left one thread idle); the
+// merge costs Hq·Tq·(D+2) floats per split, nothing next to the 2·128·Hkv·D it reads.
+constexpr int64_t kSplitTiles = 1;
 #ifndef RT_DECODE_GEMM_ROWS
 #define RT_DECODE_GEMM_ROWS 4
 #endif
@@ -369,7 +373,7 @@ constexpr int64_t kDecodeGemmRows = RT_DECODE_GEMM_ROWS;
 // follow), and sgemm would pack the tile for a matrix-vector product. Instead a task
 // takes one batch and a range of keys for ALL heads, so K and V are streamed in memory
 // order, and keeps a partial (m, l, O) per (head, query) that decode_merge combines.
-// The split is fixed (1024 keys), so the result does not depend on the thread count.
+// The split is fixed (128 keys), so the result does not depend on the thread count.
 struct DecodeArgs {
   float *out, *lse;
   const float *q, *k, *v;
@@ -387,7 +391,7 @@ void prefetch_range(const float* p, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 2);
 }
 
-// Keys [split·1024, …) of batch b, every head: rows are (h, r), h-major.
+// Keys [split·128·kSplitTiles, …) of batch b, every head: rows are (h, r), h-major.
 void decode_task(const DecodeArgs& a, float* S, float* Qc, int64_t b, int64_t split) {
   const int64_t R = a.Hq * a.Tq, D = a.D, stride = D + 2;
   for (int64_t row = 0; row < R; ++row)  // queries (h, r) h-major, contiguous for sgemm

@@ -15,6 +15,10 @@
 //   re-used across the task's panels; never a full-size fp32 copy of the weight.
 //   Widening costs ~10 bytes of traffic per weight element against 2·M FLOPs of
 //   GEMM, negligible for M in the hundreds.
+//   bf16 compute mode (rt_set_compute_dtype(RT_BF16)), bf16 B, M > 16: A is rounded to
+//   bf16 per task and multiplied by gemm_bf16.cc's vdpbf16ps kernel (2× the FLOPs per
+//   instruction of an fp32 FMA); without AVX512_BF16, A rounded to bf16 values in fp32
+//   goes through the widening path below (same rounding, fp32 arithmetic).
 //   memory-bound (M <= 16, e.g. decode M=1 × 4096×4096 bf16): 32 MiB of weights read
 //   once, 2·M FLOPs per element; a direct dot/axpy kernel (bf16 widened in registers)
 //   streams the weight at memory bandwidth, where sgemm would pack (copy) all of B and
@@ -27,9 +31,11 @@
 #include <cstring>
 
 #include "check.h"
+#include "gemm_bf16.h"
 #include "parallel.h"
 #include "rt/matmul.h"
 #include "simd.h"
+#include "vec.h"
 
 namespace {
 
@@ -40,6 +46,7 @@ constexpr double kSerialFlops = 4.0e6;    // below this one thread is faster tha
 constexpr double kSerialBytes = 256.0e3;  // … and, for the memory-bound path, below this many bytes of B
 constexpr int kLanes = 16;                // independent accumulators per row in the small-M kernels
 constexpr int64_t kRowBlock = 4;          // rows of A per pass over a weight row (partial sums in registers)
+constexpr int64_t kDotChunk = 64;         // weight rows per dot_rows call when M = 1 (accumulator floats)
 
 // Accumulator columns per pass of the small-M axpy path: M·width floats ≈ 32 KiB (L1),
 // wide enough that each B row segment is a long contiguous read.
@@ -105,6 +112,8 @@ template <typename W>
 inline __attribute__((always_inline)) void dot_rows_any(float* out, const float* a, const W* w, int64_t ldw, int64_t nr,
                                                         int64_t M, int64_t K) {
   if (M == 1) {
+    // One weight row at a time, four FMA chains: one sequential stream per thread
+    // (interleaving several rows measured 30-40% slower on a busy Zen 4).
     for (int64_t r = 0; r < nr; ++r) dot_tile<1, 1, 4>(out + r, nr, a, w + r * ldw, ldw, K);
     return;
   }
@@ -204,6 +213,7 @@ void scale_c(float* c /*(rows, ldc)*/, int64_t rows, int64_t cols, int64_t ldc, 
 // One GEMM's shape and scalars; the operand pointers are passed per batch item.
 struct Problem {
   bool b16;
+  bool c16;  // bf16 compute: A rounded to bf16 (b16 and not the memory-bound path)
   bool ta, tb;
   int64_t M, N, K;
   float alpha, beta;
@@ -211,7 +221,7 @@ struct Problem {
 
 // Scratch floats small_m_slice needs.
 int64_t small_m_scratch(const Problem& p) {
-  return p.M * p.K + p.M * (p.tb ? 2 : small_m_width(p.M));
+  return p.M * p.K + p.M * (p.tb ? kDotChunk : small_m_width(p.M));
 }
 
 // Columns [n0, n1) of C for one batch item, M <= kSmallM: reads each element of those
@@ -226,6 +236,15 @@ void small_m_slice(const Problem& p, const float* a, const void* b, float* c, in
       for (int64_t k = 0; k < K; ++k)
         for (int64_t m = 0; m < M; ++m) scratch[m * K + k] = a[k * M + m];
       ar = scratch;
+    }
+    if (M == 1) {  // one call over the whole slice: rows stream with prefetch
+      for (int64_t n = n0; n < n1; n += kDotChunk) {
+        int64_t nr = std::min<int64_t>(kDotChunk, n1 - n);
+        if (p.b16) dot_rows_bf16(acc, ar, static_cast<const rt_bf16*>(b) + n * K, K, nr, 1, K);
+        else dot_rows_f32(acc, ar, static_cast<const float*>(b) + n * K, K, nr, 1, K);
+        for (int64_t r = 0; r < nr; ++r) c[n + r] = p.beta == 0.f ? p.alpha * acc[r] : p.alpha * acc[r] + p.beta * c[n + r];
+      }
+      return;
     }
     for (int64_t n = n0; n < n1; n += 2) {  // two weight rows per pass: half the A traffic
       int64_t nr = std::min<int64_t>(2, n1 - n);
@@ -257,6 +276,20 @@ void small_m_slice(const Problem& p, const float* a, const void* b, float* c, in
 }
 
 // ---- compute-bound path: cblas_sgemm on panels ----------------------------------------
+
+// op(A) rounded to bf16 values, kept in fp32 and in A's own layout (the fallback of the
+// bf16 compute mode on CPUs without AVX512_BF16): out has M·K floats.
+RT_SIMD_CLONES void round_to_bf16(float* out, const float* a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, a + i, 4);
+    // round to nearest even on the top 16 bits (NaN: keep a quiet NaN)
+    uint32_t r = ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu))
+                     ? (bits | 0x00400000u) & 0xffff0000u
+                     : (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+    std::memcpy(out + i, &r, 4);
+  }
+}
 
 inline CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
@@ -334,10 +367,12 @@ rt_status rt_matmul(float* c /*(batch, M, N) with stride_c*/, const float* a /*(
     batch = 1;
   }
 
-  Problem p{b_dtype == RT_BF16, trans_a != 0, trans_b != 0, M, N, K, alpha, beta};
+  const bool small = K > 0 && M <= kSmallM;
+  const bool c16 = b_dtype == RT_BF16 && !small && K > 0 && rt_compute_dtype() == RT_BF16;
+  const bool c16_native = c16 && rt_bf16_native();
+  Problem p{b_dtype == RT_BF16, c16, trans_a != 0, trans_b != 0, M, N, K, alpha, beta};
   const int threads = rt_num_threads();
   const double flops = 2.0 * static_cast<double>(batch) * M * N * K;
-  const bool small = K > 0 && M <= kSmallM;
   // Memory-bound shapes are worth the pool from a few hundred KiB of weights; compute-bound from a few MFLOP.
   const double b_bytes = static_cast<double>(batch) * N * K * (p.b16 ? 2 : 4);
   const bool serial = threads == 1 || (small ? b_bytes < kSerialBytes : flops < kSerialFlops);
@@ -350,18 +385,41 @@ rt_status rt_matmul(float* c /*(batch, M, N) with stride_c*/, const float* a /*(
   if (!serial) {
     // Dot path: a few chunks per thread balance better; the others: one wide slice per thread
     // (long contiguous B reads, A packed/transposed once per slice).
-    int64_t want = small && p.tb ? 4 * threads : threads;
+    // bf16 compute: A is rounded once up front, so many slices cost nothing and balance a busy machine
+    int64_t want = (small && p.tb) || c16_native ? 4 * threads : threads;
     if (batch < want) parts = (want + batch - 1) / batch;
-    int64_t min_slice = small ? 64 : 32;
+    int64_t min_slice = small || c16_native ? 64 : 32;
     parts = std::max<int64_t>(1, std::min(parts, extent / min_slice));
   }
   int64_t slice = (extent + parts - 1) / parts;
-  if (parts > 1) slice = (slice + 15) / 16 * 16;
+  if (parts > 1) slice = c16_native ? (slice + 63) / 64 * 64 : (slice + 15) / 16 * 16;  // whole bf16 panels
   parts = (extent + slice - 1) / slice;
 
   size_t scratch_floats = 0;
   if (K > 0 && small) scratch_floats = static_cast<size_t>(small_m_scratch(p));
-  else if (K > 0 && p.b16) scratch_floats = static_cast<size_t>(kPanelN * std::min(kPanelK, K));
+  else if (c16_native) scratch_floats = (rt::gemm_bf16_panel_bytes(K) + 3) / 4;
+  else if (K > 0 && p.b16) scratch_floats = static_cast<size_t>(kPanelN * std::min(kPanelK, K) + (c16 ? M * K : 0));
+
+  // bf16 compute: op(A) of every batch item rounded to bf16 once, shared by its slices
+  rt::GemmBf16 g16{p.ta, p.tb, M, N, K, alpha, beta};
+  rt::Scratch a16_buf;
+  uint16_t* a16 = nullptr;
+  const int64_t a16_items = stride_a == 0 ? 1 : batch;
+  const size_t a16_bytes = c16_native ? rt::gemm_bf16_a_bytes(M, K) : 0;
+  if (c16_native) {
+    a16 = a16_buf.get<uint16_t>(static_cast<int64_t>(a16_items * a16_bytes / 2));
+    if (!a16) return rt_fail(RT_ERR_NOMEM, "%s: could not allocate %zu bytes for bf16 A", op, a16_items * a16_bytes);
+    const int64_t rows = a16_items * M;
+    auto round = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1;) {
+        int64_t bi = r / M, m0 = r % M, m1 = std::min(M, m0 + (r1 - r));
+        rt::gemm_bf16_round_a(a16 + bi * (a16_bytes / 2), a + bi * stride_a, g16, m0, m1);
+        r += m1 - m0;
+      }
+    };
+    if (serial) round(0, rows);
+    else rt::parallel_for(rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, K)), round);
+  }
 
   std::atomic<bool> no_memory{false};
   auto run = [&](int64_t i0, int64_t i1) {
@@ -385,6 +443,13 @@ rt_status rt_matmul(float* c /*(batch, M, N) with stride_c*/, const float* a /*(
         else scale_c(cb + lo * N, hi - lo, N, N, beta);
       } else if (small) {
         small_m_slice(p, ab, bb, cb, lo, hi, scratch);
+      } else if (c16_native) {
+        const uint16_t* ab16 = a16 + (stride_a == 0 ? 0 : bi) * (a16_bytes / 2);
+        rt::gemm_bf16_slice(g16, ab16, static_cast<const rt_bf16*>(bb), cb, lo, hi, reinterpret_cast<uint16_t*>(scratch));
+      } else if (p.b16 && c16) {  // bf16 compute without AVX512_BF16: round A, then widen B
+        float* ar = scratch + kPanelN * std::min(kPanelK, K);
+        round_to_bf16(ar, ab, M * K);
+        bf16_slice(p, ar, static_cast<const rt_bf16*>(bb), cb, lo, hi, scratch);
       } else if (p.b16) {
         bf16_slice(p, ab, static_cast<const rt_bf16*>(bb), cb, lo, hi, scratch);
       } else if (split_n) {

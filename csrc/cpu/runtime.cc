@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "gemm_bf16.h"
 #include "rt/common.h"
 
 extern "C" char* openblas_get_config(void);
@@ -101,6 +102,24 @@ void rt_free(void* ptr, size_t bytes) {
 int64_t rt_allocated_bytes(void) { return g_allocated.load(); }
 int64_t rt_peak_bytes(void) { return g_peak.load(); }
 int64_t rt_live_buffers(void) { return g_live.load(); }
+
+static std::atomic<int> g_compute_dtype{RT_F32};
+// rt_set_bf16_emulate(1) runs the fallback of CPUs without AVX512_BF16 on any CPU: how
+// the tests cover it.
+static std::atomic<bool> g_bf16_emulate{false};
+
+void rt_set_bf16_emulate(int on) { g_bf16_emulate.store(on != 0); }
+
+rt_status rt_set_compute_dtype(rt_dtype dtype) {
+  if (dtype != RT_F32 && dtype != RT_BF16)
+    return rt_fail(RT_ERR_DTYPE, "set_compute_dtype: expected float32 or bfloat16, received %s", rt_dtype_name(dtype));
+  g_compute_dtype.store(dtype);
+  return RT_OK;
+}
+
+rt_dtype rt_compute_dtype(void) { return static_cast<rt_dtype>(g_compute_dtype.load()); }
+
+int rt_bf16_native(void) { return rt::gemm_bf16_native() && !g_bf16_emulate.load() ? 1 : 0; }
 
 const char* rt_simd_level(void) {
   __builtin_cpu_init();

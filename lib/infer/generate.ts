@@ -118,6 +118,8 @@ export async function generateBatch(
   }
 }
 
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** The streaming core: yields every new token as it is chosen; returns the results. */
 export async function* generateStream(
   model: CausalLM,
@@ -192,6 +194,10 @@ export async function* generateStream(
         }
       }
       if (done.every((d) => d)) break;
+      // One macrotask turn per token: timers and I/O of the host service run, and N-API
+      // finalizers of the step's disposed tensors are processed (a loop that never turned
+      // the event loop kept them queued: resident memory grew ~0.4 MB per call).
+      await yieldToEventLoop();
       t0 = process.hrtime.bigint();
       logits = model.forward(next, B > 1 ? nmask : null, B, 1, cache, { routing: o.routing, stats });
       rows = logits.toFloat32Array();

@@ -21,6 +21,7 @@ import { ModelConfig, readConfig } from './config';
 import { TextTokenizer, loadTokenizer } from './tokenizer';
 import { LayerWeights, LinearWeights, MlpWeights, MoeWeights, ModelWeights, disposeWeights, loadWeights, moveWeights } from './weights';
 import { requireDevice } from '../infer/device';
+import { computeDtype } from '../backend';
 import { LoraSet, loadLora as loadLoraFile } from '../train/lora';
 import { KVCache, LayerKV } from '../infer/kv_cache';
 import { GenerateOptions, GenerateResult, GeneratedToken, generateBatch, generateStream } from '../infer/generate';
@@ -31,7 +32,7 @@ import { loadRouters as loadRouterFile, saveRouters as saveRouterFile } from '..
 export interface LoadModelOptions {
   /** Where the weights live and every forward/backward/generate runs (default 'cpu'; 'cuda' needs a CUDA build and a GPU). */
   device?: Device;
-  /** Storage dtype of the large matrices; default: float32 for F32/F16 checkpoints, bfloat16 for BF16 ones. */
+  /** Storage dtype of the large matrices; default: float32 for F32/F16 checkpoints, bfloat16 for BF16 ones (and for every checkpoint while setComputeDtype('bfloat16') is on). */
   dtype?: 'float32' | 'bfloat16';
   /** Skip loading tokenizer.json (logits-only use). Default false: a model folder needs one. */
   noTokenizer?: boolean;
@@ -68,7 +69,17 @@ interface InferCtx {
   stats?: RoutingStats;
   mask: Int32Array | null;
   onAttention?: (layer: number, before: Tensor, after: Tensor) => void;
+  /**
+   * Int tensors (positions, slots, row indices) made during this forward, reused when a
+   * later layer needs the same values: without routing every layer has the same
+   * positions, cache slots and key positions, so a decode step writes 4 small tensors
+   * instead of ~50 (each a native call). Disposed when the forward ends.
+   */
+  intMemo: { data: Int32Array; t: Tensor }[];
 }
+
+/** Most int tensors a forward memoises (routing can make every layer's rows differ). */
+const INT_MEMO_MAX = 16;
 
 const allRows = (rows: Int32Array, N: number) => rows.length === N;
 
@@ -197,8 +208,19 @@ export class CausalLM {
       stats: opts.stats,
       mask,
       onAttention: opts.onAttention,
+      intMemo: [],
     };
     cache.steps++;
+    try {
+      return this.forwardLayers(ids, ctx, opts);
+    } finally {
+      for (const e of ctx.intMemo) e.t.dispose();
+    }
+  }
+
+  private forwardLayers(ids: Int32Array, ctx: InferCtx, opts: ForwardOptions): Tensor {
+    const cfg = this.config;
+    const N = ctx.N;
     return tidy(() => {
       const idT = this.ints(ids, [N]);
       let x = ops.embedding(idT, this.weights.embed); // [B·T, C]
@@ -216,6 +238,22 @@ export class CausalLM {
   /** An int32 tensor (ids, positions, row indices) on the model's device. */
   private ints(data: Int32Array, shape: readonly number[]): Tensor {
     return Tensor.from(data, shape, 'int32', this._device);
+  }
+
+  /** `ints(data, shape)`, shared with earlier calls of this forward that had the same values (see InferCtx.intMemo); never modify it. */
+  private ctxInts(ctx: InferCtx, data: Int32Array, shape: readonly number[]): Tensor {
+    const n = data.length;
+    search: for (const e of ctx.intMemo) {
+      const t = e.t;
+      if (e.data.length !== n || t.shape.length !== shape.length) continue;
+      for (let i = 0; i < shape.length; i++) if (t.shape[i] !== shape[i]) continue search;
+      for (let i = 0; i < n; i++) if (e.data[i] !== data[i]) continue search;
+      return t;
+    }
+    if (ctx.intMemo.length >= INT_MEMO_MAX) return this.ints(data, shape);
+    const t = this.ints(data, shape).keep();
+    ctx.intMemo.push({ data: data.slice(), t });
+    return t;
   }
 
   /** Rows of `t` ([N, C]) listed in `rows`; `t` itself when rows is every row in order. */
@@ -288,20 +326,21 @@ export class CausalLM {
     if (kvRows.length > 0) {
       const pre = `model.layers.${l}.self_attn`;
       const hk = this.take(h, kvRows);
-      const kvPos = this.ints(kvRows.map((row) => ctx.pos[row]), [kvRows.length]);
+      const kvPos = this.ctxInts(ctx, kvRows.map((row) => ctx.pos[row]), [kvRows.length]);
       let k = this.proj(hk, w.k, `${pre}.k_proj`);
       let v = this.proj(hk, w.v, `${pre}.v_proj`);
       k = this.qkNormClip(k, w.kNorm, Hkv);
       if (cfg.clipQkv !== undefined) v = ops.clamp(v, -cfg.clipQkv, cfg.clipQkv);
-      const kr = ops.rope(k.reshape([kvRows.length, Hkv, D]), kvPos, this.invFreq, { attnScale: this.attnScale });
+      // k and q are fresh projection outputs: rotate them in place
+      const kr = ops.rope(k.reshape([kvRows.length, Hkv, D]), kvPos, this.invFreq, { attnScale: this.attnScale, inPlace: true });
       this.appendKV(lkv, kr.reshape([kvRows.length, Hkv * D]), v, kvRows, ctx);
       if (attnRows.length > 0) {
         const same = attnRows === kvRows;
         const hq = same ? hk : this.take(h, attnRows);
-        const qPos = same ? kvPos : this.ints(attnRows.map((row) => ctx.pos[row]), [attnRows.length]);
+        const qPos = same ? kvPos : this.ctxInts(ctx, attnRows.map((row) => ctx.pos[row]), [attnRows.length]);
         let q = this.proj(hq, w.q, `${pre}.q_proj`);
         q = this.qkNormClip(q, w.qNorm, Hq);
-        const qr = ops.rope(q.reshape([attnRows.length, Hq, D]), qPos, this.invFreq, { attnScale: this.attnScale });
+        const qr = ops.rope(q.reshape([attnRows.length, Hq, D]), qPos, this.invFreq, { attnScale: this.attnScale, inPlace: true });
         const att = this.attendCached(l, qr.reshape([attnRows.length, Hq * D]), attnRows, lkv, ctx);
         const o = this.proj(att, w.o, `${pre}.o_proj`);
         x1 = this.addRows(x, o, attnRows);
@@ -341,7 +380,7 @@ export class CausalLM {
       slots[i] = cr * lkv.cap + slot;
       lkv.slotPos[cr * lkv.cap + slot] = ctx.pos[row];
     });
-    const idx = this.ints(slots, [slots.length]);
+    const idx = this.ctxInts(ctx, slots, [slots.length]);
     const e = lkv.rowElems;
     ops.scatterRows(lkv.k!.reshape([lkv.rows * lkv.cap, e]), k, idx);
     ops.scatterRows(lkv.v!.reshape([lkv.rows * lkv.cap, e]), v.reshape([rows.length, e]), idx);
@@ -376,15 +415,15 @@ export class CausalLM {
       back[i] = at;
     });
     const identity = R * Tq === rows.length && back.every((a, i) => a === i);
-    const qa = identity ? q : ops.gatherRows(q, this.ints(arrange, [R * Tq]));
+    const qa = identity ? q : ops.gatherRows(q, this.ctxInts(ctx, arrange, [R * Tq]));
     const window = cfg.slidingWindow[l] ?? 0;
     const { out } = ops.attention(qa.reshape([R, Tq, Hq, D]), lkv.k!.reshape([R, lkv.cap, Hkv, D]), lkv.v!.reshape([R, lkv.cap, Hkv, D]), {
-      qpos: this.ints(qpos, [R, Tq]),
-      kpos: this.ints(lkv.slotPos, [R, lkv.cap]),
+      qpos: this.ctxInts(ctx, qpos, [R, Tq]),
+      kpos: this.ctxInts(ctx, lkv.slotPos, [R, lkv.cap]),
       window,
     });
     const flat = out.reshape([R * Tq, Hq * D]);
-    return identity ? flat : ops.gatherRows(flat, this.ints(back, [rows.length]));
+    return identity ? flat : ops.gatherRows(flat, this.ctxInts(ctx, back, [rows.length]));
   }
 
   /** A projection, with its LoRA adapter when one is attached. */
@@ -566,7 +605,8 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   const tokenizer = opts.noTokenizer ? undefined : loadTokenizer(dir);
   const ck = Checkpoint.open(dir);
   const stored = ck.entries.get('model.embed_tokens.weight')?.dtype;
-  const dtype: DType = opts.dtype ?? (stored === 'BF16' ? 'bfloat16' : 'float32');
+  // bf16 compute mode: weights become bf16 once, here (setComputeDtype)
+  const dtype: DType = opts.dtype ?? (stored === 'BF16' || computeDtype().dtype === 'bfloat16' ? 'bfloat16' : 'float32');
   const { weights } = loadWeights(ck, config, dtype, device);
   return new CausalLM(config, weights, tokenizer, dir);
 }

@@ -53,6 +53,14 @@ int64_t rt_live_buffers(void);
 // OpenBLAS is pinned to one thread per call: large GEMMs are split across this pool.
 int rt_num_threads(void);
 void rt_set_num_threads(int n);
+// Compute dtype of the CPU GEMMs whose B operand is stored in bfloat16 (process-wide,
+// default RT_F32): RT_F32 widens B to fp32 (exact products); RT_BF16 rounds A to bf16 per
+// GEMM and multiplies in bf16 with fp32 accumulation (AVX-512 BF16 where the CPU has it,
+// widened fp32 arithmetic on the same rounded values elsewhere). RT_ERR_DTYPE for RT_I32.
+rt_status rt_set_compute_dtype(rt_dtype dtype);
+rt_dtype rt_compute_dtype(void);
+int rt_bf16_native(void);  // 1 when bf16 compute runs natively (AVX512_BF16, not emulated)
+void rt_set_bf16_emulate(int on);  // tests: run the no-AVX512_BF16 fallback on any CPU
 const char* rt_simd_level(void);  // "avx512" | "avx2" | "scalar": what the dispatcher picks
 const char* rt_blas_info(void);
 
