@@ -17,7 +17,7 @@ commands:
   eval     perplexity / multiple-choice accuracy: no routers, routers, static attention drop
   logits   logits of a model for given token ids (interop and conformance checks)
   serve    HTTP service: OpenAI-style completions and chat (SSE streaming), /health, /metrics
-  bench    the bench suite (kernels), measured against this machine's ceilings
+  bench    the bench suite (kernels, e2e, tune, skip, peers, cuda, …) against this machine's ceilings and peers
 
 Run 'router-tuning <command> --help' for a command's options.
 `;
