@@ -61,6 +61,9 @@ export class WeightError extends RouterTuningError {
   }
 }
 
+/** Elements of a bf16 weight widened at a time by the finiteness check (4 MiB of fp32). */
+const FINITE_CHUNK = 1 << 20;
+
 class Loader {
   readonly loaded: Tensor[] = [];
   readonly used = new Set<string>();
@@ -85,15 +88,28 @@ class Loader {
    */
   private finite(name: string, t: Tensor): Tensor {
     if (t.numel === 0) return t;
-    const wide = t.dtype === 'float32' ? t : cast(t, 'float32');
+    // bf16 is widened a chunk at a time: a whole-tensor fp32 copy would raise peak memory
+    // by twice the largest matrix (the load bench's peak RSS / weight bytes).
+    const chunk = t.dtype === 'float32' ? t.numel : Math.min(t.numel, FINITE_CHUNK);
+    const narrow = chunk < t.numel ? Tensor.empty([chunk], t.dtype) : undefined;
     try {
-      if (Number.isFinite(sumSquares(wide))) return t;
-      const values = wide.toFloat32Array();
-      const at = values.findIndex((v) => !Number.isFinite(v));
-      t.dispose();
-      throw new WeightError(`${this.ck.dir}: tensor '${name}' holds a non-finite value (${values[at]} at element ${at}); expected finite weights`);
+      for (let at = 0; at < t.numel; at += chunk) {
+        const n = Math.min(chunk, t.numel - at);
+        const part = narrow ? narrow.copyFrom(t, 0, at, n) : t;
+        const wide = part.dtype === 'float32' ? part : cast(part, 'float32');
+        try {
+          if (Number.isFinite(sumSquares(wide))) continue;
+          const values = wide.toFloat32Array().subarray(0, n);
+          const i = values.findIndex((v) => !Number.isFinite(v));
+          t.dispose();
+          throw new WeightError(`${this.ck.dir}: tensor '${name}' holds a non-finite value (${values[i]} at element ${at + i}); expected finite weights`);
+        } finally {
+          if (wide !== part) wide.dispose();
+        }
+      }
+      return t;
     } finally {
-      if (wide !== t) wide.dispose();
+      narrow?.dispose();
     }
   }
 
