@@ -101,6 +101,46 @@ __device__ __forceinline__ float block_max(float v) {
   return total;
 }
 
+// ---- row kernels (gather/scatter, router, moe) -------------------------------------------
+
+// W = 4: one float4 (16-byte aligned p); W = 1: one float.
+template <int W>
+__device__ __forceinline__ void load_vec(float (&out)[W], const float* p) {
+  if constexpr (W == 4) {
+    float4 q = *reinterpret_cast<const float4*>(p);
+    out[0] = q.x, out[1] = q.y, out[2] = q.z, out[3] = q.w;
+  } else {
+    out[0] = *p;
+  }
+}
+template <int W>
+__device__ __forceinline__ void store_vec(float* p, const float (&in)[W]) {
+  if constexpr (W == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
+  else
+    *p = in[0];
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+// Block shape for rows of `nv` vectors: threadIdx.x over a row (a power of two up to the
+// block), threadIdx.y over rows, so short rows still fill a `threads`-wide block; the grid
+// is capped at 32 blocks per SM (grid-stride over rows).
+struct RowLaunch {
+  dim3 block;
+  unsigned grid;
+};
+inline RowLaunch row_launch(int64_t rows, int64_t nv, int threads = 256) {
+  int bx = 1;
+  while (bx < nv && bx < threads) bx <<= 1;
+  const int by = threads / bx;
+  int64_t blocks = (rows + by - 1) / by;
+  const int64_t cap = static_cast<int64_t>(sm_count()) * 32;
+  if (blocks > cap) blocks = cap;
+  if (blocks < 1) blocks = 1;
+  return RowLaunch{dim3(bx, by), static_cast<unsigned>(blocks)};
+}
+
 // Records the first out-of-range index seen by a kernel (see IndexFlag).
 __device__ __forceinline__ void report_bad_index(long long* flag, int64_t pos, int64_t value) {
   if (atomicCAS(reinterpret_cast<unsigned long long*>(flag), 0ULL, static_cast<unsigned long long>(pos + 1)) == 0ULL)

@@ -21,22 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <int W>
-__device__ __forceinline__ void load_vec(float (&out)[W], const float* p) {
-  if constexpr (W == 4) {
-    float4 q = *reinterpret_cast<const float4*>(p);
-    out[0] = q.x, out[1] = q.y, out[2] = q.z, out[3] = q.w;
-  } else {
-    out[0] = *p;
-  }
-}
-template <int W>
-__device__ __forceinline__ void store_vec(float* p, const float (&in)[W]) {
-  if constexpr (W == 4)
-    *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
-  else
-    *p = in[0];
-}
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
@@ -45,21 +29,6 @@ rt_status scratch_ok(const DeviceScratch& s, const char* op) {
                 : rt_fail(RT_ERR_NOMEM, "%s: could not allocate %lld bytes of device scratch", op, (long long)s.bytes);
 }
 
-// Block shape for rows of `nv` vectors: threadIdx.x over a row, threadIdx.y over rows.
-struct RowLaunch {
-  dim3 block;
-  unsigned grid;
-};
-RowLaunch row_launch(int64_t rows, int64_t nv) {
-  int bx = 1;
-  while (bx < nv && bx < kThreads) bx <<= 1;
-  const int by = kThreads / bx;
-  int64_t blocks = (rows + by - 1) / by;
-  const int64_t cap = static_cast<int64_t>(sm_count()) * 32;
-  if (blocks > cap) blocks = cap;
-  if (blocks < 1) blocks = 1;
-  return RowLaunch{dim3(bx, by), static_cast<unsigned>(blocks)};
-}
 
 // Reports the first out-of-range idx; *not_ascending = 1 when some idx[n] <= idx[n-1].
 __global__ void check_indices_kernel(long long* __restrict__ flag, int* __restrict__ not_ascending,

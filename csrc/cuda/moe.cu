@@ -36,24 +36,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
-template <int W>
-__device__ __forceinline__ void load_vec(float (&out)[W], const float* p) {
-  if constexpr (W == 4) {
-    float4 q = *reinterpret_cast<const float4*>(p);
-    out[0] = q.x, out[1] = q.y, out[2] = q.z, out[3] = q.w;
-  } else {
-    out[0] = *p;
-  }
-}
-template <int W>
-__device__ __forceinline__ void store_vec(float* p, const float (&in)[W]) {
-  if constexpr (W == 4)
-    *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
-  else
-    *p = in[0];
-}
 
 bool aligned(const void* p, unsigned bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
 
@@ -77,21 +60,6 @@ T read_back(const T* p) {
   return v;
 }
 
-// Row kernels: threadIdx.x over a row of `nv` vectors, threadIdx.y over rows.
-struct RowLaunch {
-  dim3 block;
-  unsigned grid;
-};
-RowLaunch row_launch(int64_t rows, int64_t nv) {
-  int bx = 1;
-  while (bx < nv && bx < kThreads) bx <<= 1;
-  const int by = kThreads / bx;
-  int64_t blocks = (rows + by - 1) / by;
-  const int64_t cap = static_cast<int64_t>(sm_count()) * 32;
-  if (blocks > cap) blocks = cap;
-  if (blocks < 1) blocks = 1;
-  return RowLaunch{dim3(bx, by), static_cast<unsigned>(blocks)};
-}
 
 rt_status check_common(int64_t T, int64_t E, int64_t K, const char* op) {
   if (T < 0) return rt_fail(RT_ERR_SHAPE, "%s: expected T >= 0, received %lld", op, (long long)T);

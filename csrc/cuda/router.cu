@@ -35,24 +35,7 @@ constexpr unsigned long long kFlagAggregate = 1ull << 62;
 constexpr unsigned long long kFlagPrefix = 2ull << 62;
 constexpr unsigned long long kValueMask = (1ull << 62) - 1;
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
-template <int W>
-__device__ __forceinline__ void load_vec(float (&out)[W], const float* p) {
-  if constexpr (W == 4) {
-    float4 q = *reinterpret_cast<const float4*>(p);
-    out[0] = q.x, out[1] = q.y, out[2] = q.z, out[3] = q.w;
-  } else {
-    out[0] = *p;
-  }
-}
-template <int W>
-__device__ __forceinline__ void store_vec(float* p, const float (&in)[W]) {
-  if constexpr (W == 4)
-    *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
-  else
-    *p = in[0];
-}
 
 __device__ __forceinline__ long long warp_sum_ll(long long v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
@@ -75,22 +58,6 @@ int lanes_per_row(int64_t C) {
   return width;
 }
 
-// Row kernels (one row per threadIdx.y, columns over threadIdx.x): block shape for rows
-// of `nv` vectors, so short rows still fill the block.
-struct RowLaunch {
-  dim3 block;
-  unsigned grid;
-};
-RowLaunch row_launch(int64_t rows, int64_t nv) {
-  int bx = 1;
-  while (bx < nv && bx < kThreads) bx <<= 1;
-  const int by = kThreads / bx;
-  int64_t blocks = (rows + by - 1) / by;
-  const int64_t cap = static_cast<int64_t>(sm_count()) * 32;
-  if (blocks > cap) blocks = cap;
-  if (blocks < 1) blocks = 1;
-  return RowLaunch{dim3(bx, by), static_cast<unsigned>(blocks)};
-}
 
 // ---------------------------------------------------------------------------------------
 // Decoupled look-back: warp 0 of the tile's block publishes its count, then sums the
