@@ -27,4 +27,12 @@ describe('router-tuning CLI', () => {
     expect((await runCli(['--help'])).code).toBe(0);
     expect((await runCli(['info', '--help'])).out).toMatch(/usage: router-tuning info/);
   });
+  test('generate and eval default to the embedded model (and eval to its test split)', async () => {
+    const g = await runCli(['generate', '--prompt', 'Call me', '--max-tokens', '3', '--json']);
+    expect(g.code).toBe(0);
+    expect(JSON.parse(g.out).tokens).toHaveLength(3);
+    const e = await runCli(['eval', '--limit', '300', '--json']);
+    expect(e.code).toBe(0);
+    expect(JSON.parse(e.out)).toMatchObject({ task: 'perplexity', tokens: 300 });
+  });
 });

@@ -306,10 +306,10 @@ async function tuneCommand(argv: string[]): Promise<number> {
   }
 }
 
-const GENERATE_USAGE = `usage: router-tuning generate --model DIR [--routers FILE] --prompt TEXT [options]
+const GENERATE_USAGE = `usage: router-tuning generate [--model DIR] [--routers FILE] --prompt TEXT [options]
 
 Generates text with the routers' skipped layers really skipped, streaming to stdout.
-  --model DIR        Hugging Face model folder
+  --model DIR        Hugging Face model folder (default: the embedded model)
   --routers FILE     routers saved by 'tune' (default: none, the full model)
   --prompt TEXT      the prompt (repeat --prompt for a batch of prompts)
   --max-tokens N     tokens to generate (default 64)
@@ -339,8 +339,9 @@ async function generateCommand(argv: string[]): Promise<number> {
     process.stdout.write(GENERATE_USAGE);
     return 0;
   }
-  const dir = o.get('--model');
-  if (typeof dir !== 'string') throw new UsageError('--model DIR is required (the embedded default model is not bundled yet)');
+  const { EMBEDDED_MODEL } = await import('./main_job');
+  const dirOpt = o.get('--model');
+  const dir = typeof dirOpt === 'string' ? dirOpt : EMBEDDED_MODEL;
   if (prompts.length === 0) throw new UsageError('--prompt TEXT is required');
   const { loadModel } = await import('../model/causal_lm');
   const { generateStream } = await import('../infer/generate');
@@ -383,10 +384,12 @@ async function generateCommand(argv: string[]): Promise<number> {
   }
 }
 
-const EVAL_USAGE = `usage: router-tuning eval --model DIR [--routers FILE] --data PATH [options]
+const EVAL_USAGE = `usage: router-tuning eval [--model DIR] [--routers FILE] [--data PATH] [options]
 
 Scores the model without routers, with routers (layers really skipped), and the static
 Attention Drop baseline at the same skip ratio.
+  --model DIR         Hugging Face model folder (default: the embedded model)
+  --data PATH         text or JSONL to score (default: the embedded corpus's test split)
   --task T            perplexity (default; --data is a text file) | multiple-choice
                       (--data is JSONL of {context, choices, label})
   --routers FILE      routers saved by 'tune'
@@ -404,10 +407,11 @@ async function evalCommand(argv: string[]): Promise<number> {
     process.stdout.write(EVAL_USAGE);
     return 0;
   }
-  const dir = o.get('--model');
-  const data = o.get('--data');
-  if (typeof dir !== 'string') throw new UsageError('--model DIR is required (the embedded default model is not bundled yet)');
-  if (typeof data !== 'string') throw new UsageError('--data PATH is required (the embedded default corpus is not bundled yet)');
+  const { EMBEDDED_MODEL, EMBEDDED_CORPUS } = await import('./main_job');
+  const dirOpt = o.get('--model');
+  const dataOpt = o.get('--data');
+  const dir = typeof dirOpt === 'string' ? dirOpt : EMBEDDED_MODEL;
+  const data = typeof dataOpt === 'string' ? dataOpt : path.join(EMBEDDED_CORPUS, 'test.txt');
   const task = (o.get('--task') as string | undefined) ?? 'perplexity';
   if (task !== 'perplexity' && task !== 'multiple-choice') throw new UsageError(`--task expected perplexity or multiple-choice, received '${task}'`);
   const baseline = (o.get('--baseline') as string | undefined) ?? 'static-drop';
