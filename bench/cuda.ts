@@ -29,6 +29,7 @@ import { CausalLM } from '../lib/model/causal_lm';
 import { randomModel, syntheticConfig } from '../lib/model/random';
 import { generateBatch } from '../lib/infer/generate';
 import type { ModelConfig } from '../lib/model/config';
+import type { CaseResult } from './harness';
 
 const SUITE = 'cuda';
 
@@ -41,17 +42,8 @@ export interface CudaSuiteOptions {
   argv: string[];
 }
 
-export interface CudaResult {
-  suite: string;
-  name: string;
-  /** NaN when the case failed or was skipped. */
-  value: number;
-  unit: string;
-  fraction: number;
-  target?: number;
-  seconds: number;
-  /** The target is a lower bound on value (plain ratios), not on fraction. */
-  higherIsBetter?: boolean;
+/** A CPU-suite case row; `value` is NaN when the case failed or was skipped. */
+export interface CudaResult extends CaseResult {
   error?: string;
   skipped?: string;
 }

@@ -30,6 +30,7 @@ import { Routers } from '../lib/routing/routers';
 import { forwardBackward, Batch } from '../lib/train/backprop';
 import { AdamW, clipGradNorm, Param } from '../lib/train/optimizer';
 import { saveHfModel } from '../lib/train/pretrain';
+import { packageRoot } from '../lib/native';
 import { SafetensorsFile, readEntry, writeSafetensors } from '../lib/io/safetensors';
 import { writeFileAtomic } from '../lib/util/atomic';
 import {
@@ -91,23 +92,6 @@ export function loadPeer(spec: PeerSpec): PeerFn {
   const fn = mod[spec.exportName];
   if (typeof fn !== 'function') return async () => ({ name: spec.name, skipped: `peer module ${spec.module} does not export ${spec.exportName}` });
   return fn as PeerFn;
-}
-
-/** The package root (the folder of router-tuning's package.json), from bench/ or dist/bench/. */
-export function packageRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const pj = path.join(dir, 'package.json');
-    if (fs.existsSync(pj)) {
-      try {
-        if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === 'router-tuning') return dir;
-      } catch {
-        /* keep looking */
-      }
-    }
-    dir = path.dirname(dir);
-  }
-  return process.cwd();
 }
 
 /** The bench cache root: RT_BENCH_CACHE, else bench/.cache under the package. */

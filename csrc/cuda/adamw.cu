@@ -20,6 +20,8 @@
 
 namespace {
 
+using rt::cuda::aligned16;
+
 constexpr int kThreads = 256;
 
 struct Coeffs {
@@ -64,7 +66,6 @@ __global__ void adamw_kernel(float* p, float* m, float* v, const float* g, int64
   for (int64_t i = 4 * n4 + tid; i < n; i += stride) adamw_one(p[i], m[i], v[i], g[i], k);
 }
 
-inline bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
 }  // namespace
 

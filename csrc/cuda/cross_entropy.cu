@@ -30,6 +30,7 @@
 
 namespace {
 
+using rt::cuda::aligned16;
 using rt::cuda::check_launch;
 using rt::cuda::DeviceScratch;
 using rt::cuda::grid_for;
@@ -41,7 +42,6 @@ constexpr int kTotalThreads = 1024;  // the final (single-block) loss sum
 constexpr int kBatch = 4;            // float4 loads a thread issues together
 constexpr float kLog2e = 1.44269504088896341f;
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline unsigned row_grid(int64_t T) { return grid_for(T, 1, int64_t(rt::cuda::sm_count()) * 8); }
 
 // exp(x - shift) as 2^((x - shift)·log2 e), the CPU's form.

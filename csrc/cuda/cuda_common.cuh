@@ -101,6 +101,9 @@ __device__ __forceinline__ float block_max(float v) {
   return total;
 }
 
+// True when a device pointer allows float4 / 16-byte vector access.
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
 // ---- row kernels (gather/scatter, router, moe) -------------------------------------------
 
 // W = 4: one float4 (16-byte aligned p); W = 1: one float.

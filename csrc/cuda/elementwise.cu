@@ -23,13 +23,13 @@
 
 namespace {
 
+using rt::cuda::aligned16;
 using rt::cuda::check_launch;
 using rt::cuda::grid_for;
 using rt::cuda::stream;
 
 constexpr int kThreads = 256;
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline bool aligned8(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 7u) == 0; }
 inline unsigned flat_grid(int64_t items) { return grid_for(items, kThreads, int64_t(rt::cuda::sm_count()) * 8); }
 

@@ -22,7 +22,6 @@ namespace {
 constexpr int kThreads = 256;
 
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 rt_status scratch_ok(const DeviceScratch& s, const char* op) {
   return s.ok() ? RT_OK

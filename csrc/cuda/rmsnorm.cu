@@ -32,6 +32,7 @@
 namespace {
 
 using rt::cuda::block_sum;
+using rt::cuda::aligned16;
 using rt::cuda::check_launch;
 using rt::cuda::DeviceScratch;
 using rt::cuda::stream;
@@ -47,7 +48,6 @@ constexpr int64_t kBlockModeThreads = 1 << 18;   // block mode grid cap: ~this m
 constexpr int64_t kMaxPartFloats = 1 << 22;      // dw scratch cap: n_blocks * C <= 4M floats
 constexpr int kReduceCols = 8, kReduceRows = 128;  // dw reduction tile (1024 threads)
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline int round_up32(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
 
 // The threads that share a row: a warp (kWarp) or a whole block.

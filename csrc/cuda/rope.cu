@@ -31,6 +31,7 @@
 
 namespace {
 
+using rt::cuda::aligned16;
 using rt::cuda::check_launch;
 using rt::cuda::grid_for;
 using rt::cuda::IndexFlag;
@@ -44,7 +45,6 @@ constexpr double kInvPio2 = 6.36619772367581382433e-01;
 constexpr double kPio2Hi = 1.57079632679489655800e+00;
 constexpr double kPio2Lo = 6.12323399573676603587e-17;
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // cos and sin of p * f: the double product reduced to r in [-pi/4, pi/4], the quadrant
 // k mod 4 applied after sincosf(r).

@@ -42,7 +42,6 @@ __device__ __forceinline__ long long warp_sum_ll(long long v) {
   return v;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 rt_status scratch_ok(const DeviceScratch& s, const char* op) {
   return s.ok() ? RT_OK

@@ -20,16 +20,16 @@
 
 namespace {
 
+using rt::cuda::aligned16;
+using rt::cuda::sigmoid;
 using rt::cuda::check_launch;
 using rt::cuda::grid_for;
 using rt::cuda::stream;
 
 constexpr int kThreads = 256;
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline unsigned flat_grid(int64_t items) { return grid_for(items, kThreads, int64_t(rt::cuda::sm_count()) * 32); }
 
-__device__ __forceinline__ float sigmoid(float g) { return 1.0f / (1.0f + expf(-g)); }
 
 // out = g / (1 + exp(-g)) * u, the CPU's operation order.
 __device__ __forceinline__ float swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }

@@ -5,6 +5,8 @@
  * `done`, `error` or `cancelled`.
  */
 
+import type { GenerateStats } from '../infer/generate';
+
 /** Per-request routing, resolved on the main thread from the request's `routing` field. */
 export type RoutingRequest =
   | { kind: 'off' }
@@ -37,15 +39,8 @@ export interface JobRequest {
   routing: RoutingRequest;
 }
 
-export interface JobStats {
-  promptTokens: number;
-  generatedTokens: number;
-  prefillTokensPerSecond: number;
-  decodeTokensPerSecond: number;
-  skipRatio: number;
-  kvBytes: number;
-  kvBytesSaved: number;
-  layers: { layer: number; executedFraction: number }[];
+/** The generation's own stats (GenerateStats), plus what the service adds. */
+export interface JobStats extends GenerateStats {
   /** Thresholds the routed layers ran at (absent with routing off). */
   thresholds?: Record<string, number>;
   /** target_skip requests: the calibrated threshold, the skip ratio it gave on the calibration text, and the time it took (0 when cached). */

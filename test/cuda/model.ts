@@ -12,6 +12,7 @@ import * as path from 'path';
 import { backendInfo } from '../../lib/backend';
 import { loadModel } from '../../lib/model/causal_lm';
 import { tune } from '../../lib/train/tune';
+import { decodeFloat32 as decode, maxAbs, maxDiff } from '../helpers/compare';
 
 const info = backendInfo();
 const skip = info.cuda ? false : `no CUDA: ${info.cudaReason ?? 'unavailable'}`;
@@ -19,23 +20,6 @@ if (skip) console.log(`# CUDA model tests skipped — ${skip}`);
 
 const root = path.join(__dirname, '..', '..', '..', 'test', 'fixtures');
 const families = ['llama', 'mistral', 'qwen2', 'qwen3', 'mixtral', 'olmoe', 'qwen2_moe', 'qwen3_moe', 'qwen3_moe-fused', 'llama-bf16'];
-
-function decode(b64: string): Float32Array {
-  const buf = Buffer.from(b64, 'base64');
-  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 // GEMMs and attention run on tensor cores (TF32 / bf16 operands, fp32 accumulation):
 // a few parts in a thousand of the largest logit, against 1e-4 for the fp32 CPU path.

@@ -15,7 +15,7 @@ import { native } from '../../lib/native';
 import { Device, DType, Tensor, dispose, tidy } from '../../lib/tensor';
 import * as ops from '../../lib/ops';
 import { Rng } from '../../lib/util/rng';
-import { closeMismatches, Tolerance } from '../helpers/compare';
+import { closeMismatches, maxAbs, Tolerance } from '../helpers/compare';
 
 const info = backendInfo();
 const skip = info.cuda ? false : `no CUDA: ${info.cudaReason ?? 'the addon was built without CUDA or no GPU is present'}`;
@@ -32,12 +32,6 @@ const EXACT: Tolerance = { atol: 0, rtol: 0 };
  */
 const GEMM = { maxRel: 1e-2 };
 type Bound = Tolerance | typeof GEMM;
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
 
 type Value = Tensor | number | undefined | Value[] | { [k: string]: Value };
 

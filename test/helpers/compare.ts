@@ -38,3 +38,23 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
 
 /** Float64 copy (reference ops run in float64). */
 export const f64 = (a: ArrayLike<number>): Float64Array => Float64Array.from(a);
+
+/** Largest |a[i]|. */
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/** Largest |a[i] - b[i]|. */
+export function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** Little-endian float32 values from base64 (the golden fixtures' logits). */
+export function decodeFloat32(b64: string): Float32Array {
+  const buf = Buffer.from(b64, 'base64');
+  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+}

@@ -6,26 +6,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadModel, CausalLM } from '../../lib/model/causal_lm';
+import { decodeFloat32 as decode, maxAbs, maxDiff } from '../helpers/compare';
 
 const root = path.join(__dirname, '..', 'fixtures', 'models');
 const families = ['llama', 'mistral', 'qwen2', 'qwen3', 'mixtral', 'olmoe', 'qwen2_moe', 'qwen3_moe', 'qwen3_moe-fused', 'llama-bf16'];
-
-function decode(b64: string): Float32Array {
-  const buf = Buffer.from(b64, 'base64');
-  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 describe.each(families.map((f) => [f]))('%s matches transformers', (family) => {
   const dir = path.join(root, family);
